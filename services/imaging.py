@@ -1,0 +1,142 @@
+"""Image maths shared by every backend: display order, windowing, rendering.
+
+Both PACS backends feed the same functions, so the order of a series and the
+8-bit rendering of a frame do not depend on where the pixels came from.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from typing import Literal, Sequence
+
+import numpy as np
+from PIL import Image
+
+from .models import ImageRef
+
+ImageFormat = Literal["png", "jpeg"]
+FORMATS: dict[str, ImageFormat] = {"png": "png", "jpeg": "jpeg", "jpg": "jpeg"}
+MIME = {"png": "image/png", "jpeg": "image/jpeg"}
+
+
+@dataclass(frozen=True)
+class SliceKey:
+    """The tags that decide where an instance sits in its series."""
+
+    instance_id: str
+    instance_uid: str
+    instance_number: int | None
+    image_position: tuple[float, float, float] | None
+    image_orientation: tuple[float, ...] | None
+    number_of_frames: int
+
+
+def parse_floats(value: object) -> tuple[float, ...] | None:
+    """Parse a DICOM multi-valued decimal ("a\\\\b\\\\c" or a list) into floats."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, (int, float)):
+        return (float(value),)
+    items = value.split("\\") if isinstance(value, str) else list(value)  # type: ignore[arg-type]
+    try:
+        return tuple(float(v) for v in items)
+    except (TypeError, ValueError):
+        return None
+
+
+def parse_int(value: object) -> int | None:
+    try:
+        return int(float(str(value).strip()))
+    except (TypeError, ValueError):
+        return None
+
+
+def display_order(slices: Sequence[SliceKey]) -> list[ImageRef]:
+    """Order a series for display and number its images from 1.
+
+    Instances are sorted by the projection of ImagePositionPatient on the slice
+    normal (cross product of the first instance's orientation vectors), then by
+    InstanceNumber, then by SOPInstanceUID; instances without geometry sort by
+    InstanceNumber after those with it. Each frame of a multi-frame instance is
+    one image, in frame order.
+    """
+    normal = None
+    for s in slices:
+        if s.image_orientation and len(s.image_orientation) == 6:
+            row, col = np.array(s.image_orientation[:3]), np.array(s.image_orientation[3:])
+            n = np.cross(row, col)
+            if np.linalg.norm(n) > 0:
+                normal = n / np.linalg.norm(n)
+                break
+
+    def key(s: SliceKey) -> tuple:
+        if normal is not None and s.image_position and len(s.image_position) == 3:
+            geometry: tuple = (0, round(float(np.dot(normal, s.image_position)), 4))
+        else:
+            geometry = (1, 0.0)
+        number = s.instance_number if s.instance_number is not None else 2**31
+        return (*geometry, number, s.instance_uid)
+
+    images: list[ImageRef] = []
+    for s in sorted(slices, key=key):
+        for frame in range(max(1, s.number_of_frames)):
+            images.append(
+                ImageRef(len(images) + 1, s.instance_id, s.instance_uid, frame)
+            )
+    return images
+
+
+def default_window(pixels: np.ndarray) -> tuple[float, float]:
+    """A window that spans the frame's value range (MR and images without tags)."""
+    lo, hi = float(np.min(pixels)), float(np.max(pixels))
+    return (lo + hi) / 2, max(hi - lo, 1.0)
+
+
+def apply_window(
+    pixels: np.ndarray, center: float, width: float, invert: bool = False
+) -> np.ndarray:
+    """Map modality values to 0..255 with DICOM's linear VOI function (PS3.3 C.11.2.1.2)."""
+    width = max(float(width), 1.0)
+    scaled = ((pixels.astype(np.float32) - (center - 0.5)) / (width - 1 or 1) + 0.5) * 255
+    out = np.clip(scaled, 0, 255).astype(np.uint8)
+    return 255 - out if invert else out
+
+
+def to_8bit(
+    pixels: np.ndarray,
+    center: float | None,
+    width: float | None,
+    photometric: str = "MONOCHROME2",
+) -> np.ndarray:
+    """Window a grey frame (or pass a colour frame through) as uint8."""
+    if pixels.ndim == 3:
+        if pixels.dtype == np.uint8:
+            return pixels
+        lo, hi = float(pixels.min()), float(pixels.max())
+        return ((pixels - lo) / max(hi - lo, 1) * 255).astype(np.uint8)
+    if center is None or width is None:
+        center, width = default_window(pixels)
+    return apply_window(pixels, center, width, invert=photometric == "MONOCHROME1")
+
+
+def encode(
+    image: np.ndarray,
+    fmt: ImageFormat = "png",
+    size: int | None = None,
+    quality: int = 90,
+) -> bytes:
+    """Encode a uint8 grey or RGB array; ``size`` bounds the longer edge."""
+    pil = Image.fromarray(image)
+    if size and max(pil.size) != size:
+        scale = size / max(pil.size)
+        pil = pil.resize(
+            (max(1, round(pil.width * scale)), max(1, round(pil.height * scale))),
+            Image.Resampling.BILINEAR,
+        )
+    buf = io.BytesIO()
+    if fmt == "jpeg":
+        pil.save(buf, "JPEG", quality=quality)
+    else:
+        pil.save(buf, "PNG", compress_level=1)
+    return buf.getvalue()

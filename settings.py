@@ -1,0 +1,88 @@
+"""Every setting of the app, read from the environment in this one place.
+
+Each variable is documented in ``.env.example``; ``tests/test_settings.py`` pins
+the names, because deploy scripts and other clients rely on them. Services never
+read the environment: they get plain values from here through constructors.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping
+
+ROOT = Path(__file__).resolve().parent
+MAX_ORTHANC_IN_FLIGHT = 5
+
+
+def _bool(value: str | None, default: bool) -> bool:
+    if value is None or value.strip() == "":
+        return default
+    return value.strip().lower() in {"1", "true", "yes", "on"}
+
+
+@dataclass(frozen=True)
+class Settings:
+    orthanc_url: str = ""
+    orthanc_username: str = ""
+    orthanc_password: str = ""
+    orthanc_max_in_flight: int = MAX_ORTHANC_IN_FLIGHT
+    dicom_dir: Path = ROOT / "var" / "dicom"
+    demo_study: bool = True
+    cache_dir: Path = ROOT / "var" / "cache"
+    jwt_secret_key: str = ""
+    admin_username: str = ""
+    admin_password: str = ""
+    redis_url: str = ""
+    app_env: str = "development"
+    host: str = "127.0.0.1"
+    port: int = 8050
+
+    @property
+    def backend(self) -> str:
+        return "orthanc" if self.orthanc_url else "embedded"
+
+    @property
+    def production(self) -> bool:
+        return self.app_env == "production"
+
+    def pacs_kwargs(self) -> dict:
+        """Arguments for :func:`services.pacs.open_pacs`."""
+        return dict(
+            orthanc_url=self.orthanc_url,
+            orthanc_username=self.orthanc_username,
+            orthanc_password=self.orthanc_password,
+            dicom_dir=self.dicom_dir,
+            cache_dir=self.cache_dir,
+            max_in_flight=self.orthanc_max_in_flight,
+        )
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
+        env = os.environ if env is None else env
+        get = lambda name, default="": env.get(name, default).strip()  # noqa: E731
+        max_in_flight = int(get("ORTHANC_MAX_IN_FLIGHT", str(MAX_ORTHANC_IN_FLIGHT)))
+        if not 1 <= max_in_flight <= MAX_ORTHANC_IN_FLIGHT and not _bool(
+            env.get("ORTHANC_ALLOW_MORE_THAN_5"), False
+        ):
+            raise ValueError(
+                f"ORTHANC_MAX_IN_FLIGHT must be 1..{MAX_ORTHANC_IN_FLIGHT} "
+                "(set ORTHANC_ALLOW_MORE_THAN_5=1 to go higher on purpose)"
+            )
+        return cls(
+            orthanc_url=get("ORTHANC_URL").rstrip("/"),
+            orthanc_username=get("ORTHANC_USERNAME"),
+            orthanc_password=env.get("ORTHANC_PASSWORD", ""),
+            orthanc_max_in_flight=max_in_flight,
+            dicom_dir=Path(get("DICOM_DIR") or cls.dicom_dir),
+            demo_study=_bool(env.get("DEMO_STUDY"), True),
+            cache_dir=Path(get("CACHE_DIR") or cls.cache_dir),
+            jwt_secret_key=env.get("JWT_SECRET_KEY", ""),
+            admin_username=get("ADMIN_USERNAME"),
+            admin_password=env.get("ADMIN_PASSWORD", ""),
+            redis_url=get("REDIS_URL"),
+            app_env=get("APP_ENV", "development").lower(),
+            host=get("HOST", "127.0.0.1"),
+            port=int(get("PORT", "8050")),
+        )
