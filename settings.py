@@ -8,9 +8,9 @@ read the environment: they get plain values from here through constructors.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping
 
 ROOT = Path(__file__).resolve().parent
 MAX_ORTHANC_IN_FLIGHT = 5
@@ -59,7 +59,7 @@ class Settings:
         )
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if env is None else env
         get = lambda name, default="": env.get(name, default).strip()  # noqa: E731
         max_in_flight = int(get("ORTHANC_MAX_IN_FLIGHT", str(MAX_ORTHANC_IN_FLIGHT)))

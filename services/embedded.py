@@ -21,20 +21,18 @@ import sqlite3
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from contextlib import closing
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import pydicom
-from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
-from pydicom.pixels import apply_modality_lut, pixel_array
 
 from . import imaging, orthanc_ids
 from .imaging import ImageFormat, SliceKey
+from .imaging import text as _text
 from .models import (
-    DecodeError,
     ImageRef,
     InstanceMeta,
     NotFound,
@@ -64,11 +62,6 @@ COLUMNS = (
 ).split()
 
 
-def _text(ds: Dataset, keyword: str) -> str:
-    value = ds.get(keyword, "")
-    return str(value).strip() if value is not None else ""
-
-
 def _index_row(path: Path, stat: os.stat_result) -> dict:
     """Read one file's header into an index row (``error`` set when unusable)."""
     row: dict = dict.fromkeys(COLUMNS)
@@ -78,14 +71,19 @@ def _index_row(path: Path, stat: os.stat_result) -> dict:
     except (InvalidDicomError, OSError, ValueError, EOFError) as exc:
         row["error"] = f"not readable as DICOM: {exc}"
         return row
-    uids = [_text(ds, k) for k in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID")]
+    uids = [
+        _text(ds, k)
+        for k in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID")
+    ]
     if not all(uids):
         row["error"] = "missing Study/Series/SOP Instance UID"
         return row
-    pid = _text(ds, "PatientID")
+    pid = _text(ds, "PatientID")  # leading spaces count in Orthanc ids
     study_uid, series_uid, sop_uid = uids
     modality = _text(ds, "Modality")
-    has_pixels = "PixelData" in ds and modality not in NON_IMAGE_MODALITIES
+    # As Orthanc counts: by modality, so a file whose pixel data is cut off still
+    # counts as an image (that fails to decode), not as nothing.
+    has_pixels = modality not in NON_IMAGE_MODALITIES
     row.update(
         patient_id=pid,
         patient_name=_text(ds, "PatientName"),
@@ -177,7 +175,9 @@ class EmbeddedStore:
                 if known.pop(entry.path, None) != (stat.st_mtime, stat.st_size):
                     changed.append(_index_row(Path(entry.path), stat))
             with db:
-                db.executemany("DELETE FROM files WHERE path = ?", [(p,) for p in known])
+                db.executemany(
+                    "DELETE FROM files WHERE path = ?", [(p,) for p in known]
+                )
                 db.executemany(
                     f"INSERT OR REPLACE INTO files VALUES ({','.join('?' * len(COLUMNS))})",
                     [tuple(r[c] for c in COLUMNS) for r in changed],
@@ -207,7 +207,10 @@ class EmbeddedStore:
             pattern = query.patient_name.replace("%", r"\%").replace("_", r"\_")
             where.append(r"patient_name LIKE ? ESCAPE '\'")
             params.append(pattern.replace("*", "%").replace("?", "_"))
-        for column, value in (("patient_id", query.patient_id), ("accession", query.accession)):
+        for column, value in (
+            ("patient_id", query.patient_id),
+            ("accession", query.accession),
+        ):
             if value:
                 where.append(f"{column} = ?")
                 params.append(value)
@@ -309,27 +312,13 @@ class EmbeddedStore:
     def get_instance_meta(self, instance_id: str) -> InstanceMeta:
         path = self._path(instance_id)
         ds = pydicom.dcmread(path, stop_before_pixels=True)
-        return meta_from_dataset(instance_id, ds)
+        return imaging.meta_from_tags(instance_id, ds)
 
     def get_frame(self, instance_id: str, frame_index: int = 0) -> np.ndarray:
         path = self._path(instance_id)
-        header = Dataset()
-        try:
-            frames = imaging.parse_int(
-                pydicom.dcmread(path, stop_before_pixels=True).get("NumberOfFrames")
-            ) or 1
-            if not 0 <= frame_index < frames:
-                raise NotFound(
-                    f"instance {instance_id} has {frames} frame(s); no frame {frame_index + 1}"
-                )
-            pixels = pixel_array(path, index=frame_index, ds_out=header)
-        except NotFound:
-            raise
-        except Exception as exc:  # any decoder failure becomes one typed error
-            raise DecodeError(str(path), f"{type(exc).__name__}: {exc}") from exc
-        if pixels.ndim == 3:  # colour: already RGB uint8 (YBR converted by pydicom)
-            return pixels.astype(np.uint8, copy=False)
-        return np.asarray(apply_modality_lut(pixels, header), dtype=np.float32)
+        return imaging.decode_frame(
+            path, frame_index, f"{path} (instance {instance_id})"
+        )
 
     def render_frame(
         self,
@@ -348,40 +337,3 @@ class EmbeddedStore:
             center, width = meta.window_center, meta.window_width
         image = imaging.to_8bit(pixels, center, width, meta.photometric)
         return imaging.encode(image, fmt, size, quality)
-
-
-def meta_from_dataset(instance_id: str, ds: Dataset) -> InstanceMeta:
-    """Build :class:`InstanceMeta` from a header (shared with the Orthanc client)."""
-
-    def first(keyword: str) -> float | None:
-        values = imaging.parse_floats(ds.get(keyword))
-        return values[0] if values else None
-
-    spacing = imaging.parse_floats(ds.get("PixelSpacing"))
-    position = imaging.parse_floats(ds.get("ImagePositionPatient"))
-    return InstanceMeta(
-        instance_id=instance_id,
-        instance_uid=_text(ds, "SOPInstanceUID"),
-        rows=int(ds.get("Rows", 0) or 0),
-        columns=int(ds.get("Columns", 0) or 0),
-        number_of_frames=imaging.parse_int(ds.get("NumberOfFrames")) or 1,
-        photometric=_text(ds, "PhotometricInterpretation") or "MONOCHROME2",
-        modality=_text(ds, "Modality"),
-        window_center=first("WindowCenter"),
-        window_width=first("WindowWidth"),
-        rescale_slope=first("RescaleSlope") or 1.0,
-        rescale_intercept=first("RescaleIntercept") or 0.0,
-        pixel_spacing=spacing[:2] if spacing and len(spacing) >= 2 else None,  # type: ignore[arg-type]
-        slice_thickness=first("SliceThickness"),
-        slice_location=first("SliceLocation"),
-        image_position=position if position and len(position) == 3 else None,  # type: ignore[arg-type]
-        image_orientation=imaging.parse_floats(ds.get("ImageOrientationPatient")),
-        frame_time_ms=first("FrameTime"),
-        extra={
-            k: _text(ds, k)
-            for k in (
-                "PatientName", "PatientID", "StudyDate", "StudyDescription",
-                "SeriesNumber", "SeriesDescription", "InstanceNumber",
-            )
-        },
-    )

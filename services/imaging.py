@@ -7,13 +7,19 @@ Both PACS backends feed the same functions, so the order of a series and the
 from __future__ import annotations
 
 import io
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal, Sequence
+from pathlib import Path
+from typing import Any, Literal
 
 import numpy as np
+import pydicom
 from PIL import Image
+from pydicom.dataset import Dataset
+from pydicom.pixels import apply_modality_lut, pixel_array
+from pydicom.uid import DeflatedExplicitVRLittleEndian
 
-from .models import ImageRef
+from .models import DecodeError, ImageRef, InstanceMeta, NotFound
 
 ImageFormat = Literal["png", "jpeg"]
 FORMATS: dict[str, ImageFormat] = {"png": "png", "jpeg": "jpeg", "jpg": "jpeg"}
@@ -64,7 +70,10 @@ def display_order(slices: Sequence[SliceKey]) -> list[ImageRef]:
     normal = None
     for s in slices:
         if s.image_orientation and len(s.image_orientation) == 6:
-            row, col = np.array(s.image_orientation[:3]), np.array(s.image_orientation[3:])
+            row, col = (
+                np.array(s.image_orientation[:3]),
+                np.array(s.image_orientation[3:]),
+            )
             n = np.cross(row, col)
             if np.linalg.norm(n) > 0:
                 normal = n / np.linalg.norm(n)
@@ -87,6 +96,36 @@ def display_order(slices: Sequence[SliceKey]) -> list[ImageRef]:
     return images
 
 
+def decode_frame(source: Path | io.BytesIO, frame_index: int, name: str) -> np.ndarray:
+    """Decode one frame of a DICOM file with pydicom (and the pylibjpeg plugins).
+
+    Returns what :meth:`services.pacs.Pacs.get_frame` promises: float32 after
+    the modality LUT for grey images, uint8 RGB for colour. Raises ``NotFound``
+    for a frame the file does not have and ``DecodeError`` (naming ``name``)
+    for anything the decoders cannot read.
+    """
+    try:
+        header = pydicom.dcmread(source, stop_before_pixels=True)
+        frames = parse_int(header.get("NumberOfFrames")) or 1
+        if not 0 <= frame_index < frames:
+            raise NotFound(f"{name} has {frames} frame(s); no frame {frame_index + 1}")
+        if isinstance(source, io.BytesIO):
+            source.seek(0)
+        syntax = header.file_meta.get("TransferSyntaxUID")
+        if syntax == DeflatedExplicitVRLittleEndian:
+            # pixel_array() on a file cannot inflate; decode from a dataset then
+            pixels = pixel_array(pydicom.dcmread(source), index=frame_index)
+        else:  # decodes only the frame asked for
+            pixels = pixel_array(source, index=frame_index)
+    except NotFound:
+        raise
+    except Exception as exc:  # every decoder failure becomes one typed error
+        raise DecodeError(name, f"{type(exc).__name__}: {exc}") from exc
+    if pixels.ndim == 3:  # colour: RGB (pydicom converts YBR)
+        return pixels.astype(np.uint8, copy=False)
+    return np.asarray(apply_modality_lut(pixels, header), dtype=np.float32)
+
+
 def default_window(pixels: np.ndarray) -> tuple[float, float]:
     """A window that spans the frame's value range (MR and images without tags)."""
     lo, hi = float(np.min(pixels)), float(np.max(pixels))
@@ -98,7 +137,9 @@ def apply_window(
 ) -> np.ndarray:
     """Map modality values to 0..255 with DICOM's linear VOI function (PS3.3 C.11.2.1.2)."""
     width = max(float(width), 1.0)
-    scaled = ((pixels.astype(np.float32) - (center - 0.5)) / (width - 1 or 1) + 0.5) * 255
+    scaled = (
+        (pixels.astype(np.float32) - (center - 0.5)) / (width - 1 or 1) + 0.5
+    ) * 255
     out = np.clip(scaled, 0, 255).astype(np.uint8)
     return 255 - out if invert else out
 
@@ -140,3 +181,51 @@ def encode(
     else:
         pil.save(buf, "PNG", compress_level=1)
     return buf.getvalue()
+
+
+def text(ds: Mapping[str, Any] | Dataset, keyword: str) -> str:
+    value = ds.get(keyword, "")
+    return str(value).rstrip(" \x00") if value is not None else ""
+
+
+def meta_from_tags(instance_id: str, ds: Mapping[str, Any] | Dataset) -> InstanceMeta:
+    """Build :class:`InstanceMeta` from a pydicom header or Orthanc's simplified
+    tags (keyword -> value, multi-values as ``a\\\\b``)."""
+
+    def first(keyword: str) -> float | None:
+        values = parse_floats(ds.get(keyword))
+        return values[0] if values else None
+
+    spacing = parse_floats(ds.get("PixelSpacing"))
+    position = parse_floats(ds.get("ImagePositionPatient"))
+    return InstanceMeta(
+        instance_id=instance_id,
+        instance_uid=text(ds, "SOPInstanceUID"),
+        rows=int(ds.get("Rows", 0) or 0),
+        columns=int(ds.get("Columns", 0) or 0),
+        number_of_frames=parse_int(ds.get("NumberOfFrames")) or 1,
+        photometric=text(ds, "PhotometricInterpretation") or "MONOCHROME2",
+        modality=text(ds, "Modality"),
+        window_center=first("WindowCenter"),
+        window_width=first("WindowWidth"),
+        rescale_slope=first("RescaleSlope") or 1.0,
+        rescale_intercept=first("RescaleIntercept") or 0.0,
+        pixel_spacing=spacing[:2] if spacing and len(spacing) >= 2 else None,  # type: ignore[arg-type]
+        slice_thickness=first("SliceThickness"),
+        slice_location=first("SliceLocation"),
+        image_position=position if position and len(position) == 3 else None,  # type: ignore[arg-type]
+        image_orientation=parse_floats(ds.get("ImageOrientationPatient")),
+        frame_time_ms=first("FrameTime"),
+        extra={
+            k: text(ds, k)
+            for k in (
+                "PatientName",
+                "PatientID",
+                "StudyDate",
+                "StudyDescription",
+                "SeriesNumber",
+                "SeriesDescription",
+                "InstanceNumber",
+            )
+        },
+    )

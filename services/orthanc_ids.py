@@ -16,26 +16,26 @@ ORTHANC_ID_RE = re.compile(r"^[0-9a-f]{8}(-[0-9a-f]{8}){4}$")
 
 
 def _hash(*parts: str) -> str:
-    digest = hashlib.sha1("|".join(parts).encode("utf-8")).hexdigest()
+    # Orthanc drops trailing spaces and NULs (DICOM padding) but keeps leading ones.
+    text = "|".join(p.rstrip(" \x00") for p in parts)
+    digest = hashlib.sha1(text.encode("utf-8")).hexdigest()
     return "-".join(digest[i : i + 8] for i in range(0, 40, 8))
 
 
 def patient_id_hash(patient_id: str) -> str:
-    return _hash(patient_id.strip())
+    return _hash(patient_id)
 
 
 def study_id(patient_id: str, study_uid: str) -> str:
-    return _hash(patient_id.strip(), study_uid.strip())
+    return _hash(patient_id, study_uid)
 
 
 def series_id(patient_id: str, study_uid: str, series_uid: str) -> str:
-    return _hash(patient_id.strip(), study_uid.strip(), series_uid.strip())
+    return _hash(patient_id, study_uid, series_uid)
 
 
 def instance_id(patient_id: str, study_uid: str, series_uid: str, sop_uid: str) -> str:
-    return _hash(
-        patient_id.strip(), study_uid.strip(), series_uid.strip(), sop_uid.strip()
-    )
+    return _hash(patient_id, study_uid, series_uid, sop_uid)
 
 
 def is_orthanc_id(value: str) -> bool:

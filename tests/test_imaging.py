@@ -12,7 +12,9 @@ from services.imaging import SliceKey
 
 
 def axial(i: int, z: float, number: int, frames: int = 1) -> SliceKey:
-    return SliceKey(f"id{i}", f"1.2.{i}", number, (0.0, 0.0, z), (1, 0, 0, 0, 1, 0), frames)
+    return SliceKey(
+        f"id{i}", f"1.2.{i}", number, (0.0, 0.0, z), (1, 0, 0, 0, 1, 0), frames
+    )
 
 
 def test_img001_display_order_follows_position_not_input_order():
@@ -27,7 +29,10 @@ def test_img002_position_ties_break_on_instance_number_and_multiframe_expands():
     slices = [axial(1, 0.0, 2), axial(2, 0.0, 1, frames=3)]
     order = imaging.display_order(slices)
     assert [(i.instance_id, i.frame_index) for i in order] == [
-        ("id2", 0), ("id2", 1), ("id2", 2), ("id1", 0)
+        ("id2", 0),
+        ("id2", 1),
+        ("id2", 2),
+        ("id1", 0),
     ]
 
 
@@ -36,7 +41,9 @@ def test_img003_tilted_orientation_projects_on_the_normal():
     iop = (1.0, 0.0, 0.0, 0.0, 0.9483237, -0.3173047)
     normal = np.cross(iop[:3], iop[3:])
     slices = [
-        SliceKey(f"id{k}", f"1.{k}", 100 - k, tuple(normal * k * 5 + (0, k * 3, 0)), iop, 1)
+        SliceKey(
+            f"id{k}", f"1.{k}", 100 - k, tuple(normal * k * 5 + (0, k * 3, 0)), iop, 1
+        )
         for k in range(6)
     ]
     assert [i.instance_id for i in imaging.display_order(slices[::-1])] == [
@@ -46,7 +53,11 @@ def test_img003_tilted_orientation_projects_on_the_normal():
 
 def test_img004_missing_geometry_falls_back_to_instance_number():
     slices = [SliceKey(f"id{n}", f"1.{n}", n, None, None, 1) for n in (3, 1, 2)]
-    assert [i.instance_id for i in imaging.display_order(slices)] == ["id1", "id2", "id3"]
+    assert [i.instance_id for i in imaging.display_order(slices)] == [
+        "id1",
+        "id2",
+        "id3",
+    ]
 
 
 def test_img005_window_maps_range_and_inverts_monochrome1():

@@ -7,9 +7,17 @@ import pytest
 from settings import ROOT, Settings
 
 CONTRACT = {
-    "ORTHANC_URL", "ORTHANC_USERNAME", "ORTHANC_PASSWORD", "DICOM_DIR",
-    "JWT_SECRET_KEY", "ADMIN_USERNAME", "ADMIN_PASSWORD", "CACHE_DIR",
-    "REDIS_URL", "HOST", "PORT",
+    "ORTHANC_URL",
+    "ORTHANC_USERNAME",
+    "ORTHANC_PASSWORD",
+    "DICOM_DIR",
+    "JWT_SECRET_KEY",
+    "ADMIN_USERNAME",
+    "ADMIN_PASSWORD",
+    "CACHE_DIR",
+    "REDIS_URL",
+    "HOST",
+    "PORT",
 }
 
 
@@ -44,5 +52,7 @@ def test_set003_in_flight_cap_is_five_unless_explicit():
     with pytest.raises(ValueError, match="1..5"):
         Settings.from_env({"ORTHANC_MAX_IN_FLIGHT": "8"})
     assert Settings.from_env({"ORTHANC_MAX_IN_FLIGHT": "3"}).orthanc_max_in_flight == 3
-    s = Settings.from_env({"ORTHANC_MAX_IN_FLIGHT": "8", "ORTHANC_ALLOW_MORE_THAN_5": "1"})
+    s = Settings.from_env(
+        {"ORTHANC_MAX_IN_FLIGHT": "8", "ORTHANC_ALLOW_MORE_THAN_5": "1"}
+    )
     assert s.orthanc_max_in_flight == 8

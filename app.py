@@ -1,0 +1,91 @@
+"""Entry point: builds the Flask server and the Dash app from one Settings object.
+
+``python app.py`` serves on HOST:PORT (default 127.0.0.1:8050); gunicorn imports
+``app:server``. With no ORTHANC_URL the app runs on the embedded store in
+DICOM_DIR and writes a demo study there on first start.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import dash
+import dash_bootstrap_components as dbc
+from dash import html
+from flask import Flask, jsonify
+
+from services.pacs import open_pacs
+from settings import ROOT, Settings
+
+log = logging.getLogger(__name__)
+
+
+def create_server(settings: Settings) -> Flask:
+    """The Flask server with the PACS backend bound to it and a health endpoint."""
+    server = Flask(__name__)
+    if settings.backend == "embedded" and settings.demo_study:
+        from services.demo import ensure_demo_study
+
+        if ensure_demo_study(settings.dicom_dir):
+            log.info("wrote the demo study into %s", settings.dicom_dir)
+    pacs = open_pacs(**settings.pacs_kwargs())
+    server.extensions["settings"] = settings
+    server.extensions["pacs"] = pacs
+
+    @server.get("/healthz")
+    def healthz():
+        ok = pacs.ping()
+        body = {
+            "status": "ok" if ok else "degraded",
+            "pacs": {"backend": pacs.name, "ok": ok},
+        }
+        return jsonify(body), 200 if ok else 503
+
+    return server
+
+
+def create_app(settings: Settings | None = None) -> dash.Dash:
+    """The Dash app (Dash Pages + Bootstrap, served from ``assets/``)."""
+    settings = settings or Settings.from_env()
+    server = create_server(settings)
+    app = dash.Dash(
+        __name__,
+        server=server,
+        use_pages=True,
+        pages_folder=str(ROOT / "pages"),
+        assets_folder=str(ROOT / "assets"),
+        title="CT/MR Viewer",
+        update_title=None,
+        suppress_callback_exceptions=True,
+    )
+    app.index_string = app.index_string.replace("<html>", '<html data-bs-theme="dark">')
+    app.layout = html.Div(
+        [
+            dbc.Navbar(
+                dbc.Container(
+                    [
+                        dbc.NavbarBrand("CT/MR Viewer", href="/"),
+                        html.Span(
+                            f"PACS: {server.extensions['pacs'].name}",
+                            className="navbar-text small text-secondary",
+                        ),
+                    ],
+                    fluid=True,
+                ),
+                color="dark",
+                dark=True,
+                className="border-bottom border-secondary mb-3",
+            ),
+            dbc.Container(dash.page_container, fluid=True),
+        ]
+    )
+    return app
+
+
+app = create_app()
+server = app.server
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO)
+    _settings: Settings = server.extensions["settings"]
+    app.run(host=_settings.host, port=_settings.port, debug=False)

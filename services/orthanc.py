@@ -1,0 +1,457 @@
+"""A PACS backend on a real Orthanc server, through its REST API.
+
+Everything goes through one pooled ``requests`` session (a requests-cache
+``CachedSession`` when a cache folder is given) with timeouts and
+``urllib3.Retry`` (exponential backoff with jitter on 429/502/503/504,
+honouring ``Retry-After``). A :class:`~services.breaker.CircuitBreaker` stops
+calls while Orthanc is down, and a semaphore keeps at most ``max_in_flight``
+requests (5 by default) in flight from this process.
+
+# Developer notes
+- The in-flight limit is a pluggable context manager (``slot``): this process
+  uses a threading semaphore; a deployment-wide limit plugs in the same way.
+- Only immutable answers are cached for long (instance tags); study and series
+  listings for a few seconds, since new instances can arrive.
+- Orthanc answers 500 with its own JSON error when one file cannot be decoded:
+  that is a :class:`DecodeError` of that instance, not an outage, so it does not
+  count against the circuit breaker.
+- Ids and UIDs are checked before they go into a URL, so nothing a client sends
+  can reach another Orthanc route.
+"""
+
+from __future__ import annotations
+
+import io
+import random
+import re
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import requests
+from requests.adapters import HTTPAdapter
+from urllib3.util.retry import Retry
+
+from . import imaging, orthanc_ids
+from .breaker import CircuitBreaker
+from .imaging import ImageFormat, SliceKey
+from .models import (
+    DecodeError,
+    ImageRef,
+    InstanceMeta,
+    NotFound,
+    PacsError,
+    PacsUnavailable,
+    SeriesSummary,
+    StudySummary,
+)
+from .pacs import NON_IMAGE_MODALITIES, StudyQuery, series_sort_key
+
+UID_RE = re.compile(r"^[0-9]+(\.[0-9]+)*$")
+# Orthanc's own error names (the "OrthancError" of its JSON error bodies)
+NOT_IMPLEMENTED = "Not implemented yet"  # e.g. a codec its decoder lacks
+OUT_OF_RANGE = "Parameter out of range"  # e.g. a frame past the last
+META_CACHE_SIZE = 4096  # instances whose tags are kept in memory
+FIND_LIMIT = 1000  # studies fetched from /tools/find before sorting and paging
+
+
+class OrthancRefused(PacsError):
+    """Orthanc answered, but with an error about this resource (4xx/5xx + its JSON)."""
+
+    def __init__(self, what: str, status: int, error: dict[str, str]) -> None:
+        self.what, self.status, self.error = what, status, error
+        detail = error.get("Details") or error.get("OrthancError") or ""
+        super().__init__(f"Orthanc refused {what}: HTTP {status} {detail}".rstrip())
+
+
+class JitterRetry(Retry):
+    """``Retry`` with full jitter on the exponential backoff, so that many
+    clients retrying at once do not come back in step (urllib3 1.26 has no
+    ``backoff_jitter``; the test extras pin it)."""
+
+    def get_backoff_time(self) -> float:
+        return random.uniform(0, super().get_backoff_time())
+
+
+def check_uid(uid: str) -> str:
+    if not (0 < len(uid) <= 64 and UID_RE.match(uid)):
+        raise NotFound(f"not a DICOM UID: {uid[:80]!r}")
+    return uid
+
+
+def check_id(orthanc_id: str) -> str:
+    if not orthanc_ids.is_orthanc_id(orthanc_id):
+        raise NotFound(f"not an Orthanc id: {orthanc_id[:80]!r}")
+    return orthanc_id
+
+
+def _frames(tags: dict[str, Any], modality: str) -> int:
+    if modality in NON_IMAGE_MODALITIES:
+        return 0
+    return imaging.parse_int(tags.get("NumberOfFrames")) or 1
+
+
+class OrthancClient:
+    """A :class:`services.pacs.Pacs` on an Orthanc server.
+
+    Parameters
+    ----------
+    url
+        Orthanc's base URL, e.g. ``http://127.0.0.1:8042``.
+    username, password
+        HTTP basic credentials (empty for none).
+    session
+        A ready session to use instead of building one.
+    timeout
+        ``(connect, read)`` seconds for every request.
+    cache_dir
+        Folder for the HTTP metadata cache (no cache when None).
+    max_in_flight
+        Requests allowed in flight at once from this process.
+    retries, backoff
+        ``urllib3.Retry`` total and backoff factor (seconds).
+    breaker
+        A circuit breaker; one opening after 5 failures for 10 s by default.
+    slot
+        Context-manager factory wrapping every request (the in-flight limit).
+    """
+
+    name = "orthanc"
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        username: str = "",
+        password: str = "",
+        session: requests.Session | None = None,
+        timeout: tuple[float, float] = (3.05, 60.0),
+        cache_dir: str | Path | None = None,
+        max_in_flight: int = 5,
+        retries: int = 3,
+        backoff: float = 0.25,
+        breaker: CircuitBreaker | None = None,
+        slot: Callable[[], AbstractContextManager[Any]] | None = None,
+    ) -> None:
+        self.url = url.rstrip("/")
+        self.timeout = timeout
+        self.session = session or self._build_session(
+            cache_dir, max_in_flight, retries, backoff
+        )
+        if username:
+            self.session.auth = (username, password)
+        self.breaker = breaker or CircuitBreaker(f"Orthanc at {self.url}")
+        semaphore = threading.BoundedSemaphore(max_in_flight)
+        self._slot = slot or (lambda: semaphore)
+        self._count_lock = threading.Lock()
+        self.in_flight = 0
+        self.max_in_flight_seen = 0
+        self.requests_sent = 0
+        self._meta: dict[str, InstanceMeta] = {}
+
+    @staticmethod
+    def _build_session(
+        cache_dir: str | Path | None, pool: int, retries: int, backoff: float
+    ) -> requests.Session:
+        session: requests.Session
+        if cache_dir:
+            import requests_cache
+
+            Path(cache_dir).mkdir(parents=True, exist_ok=True)
+            session = requests_cache.CachedSession(
+                str(Path(cache_dir) / "orthanc-http"),
+                backend="sqlite",
+                expire_after=requests_cache.DO_NOT_CACHE,
+                urls_expire_after={
+                    "*/instances/*/simplified-tags": requests_cache.NEVER_EXPIRE,
+                    "*/studies/*": 5,
+                    "*/series/*": 5,
+                },
+                allowable_methods=("GET",),
+            )
+        else:
+            session = requests.Session()
+        retry = JitterRetry(
+            total=retries,
+            backoff_factor=backoff,
+            status_forcelist=(429, 502, 503, 504),
+            allowed_methods=None,  # Orthanc's POST /tools/* are read-only lookups
+            respect_retry_after_header=True,
+            raise_on_status=False,
+        )
+        adapter = HTTPAdapter(
+            max_retries=retry, pool_connections=1, pool_maxsize=pool, pool_block=True
+        )
+        session.mount("http://", adapter)
+        session.mount("https://", adapter)
+        return session
+
+    # -- transport -------------------------------------------------------------
+
+    @contextmanager
+    def _counted(self) -> Iterator[None]:
+        with self._slot():
+            with self._count_lock:
+                self.in_flight += 1
+                self.requests_sent += 1
+                self.max_in_flight_seen = max(self.max_in_flight_seen, self.in_flight)
+            try:
+                yield
+            finally:
+                with self._count_lock:
+                    self.in_flight -= 1
+
+    def _request(
+        self, method: str, path: str, what: str, **kwargs: Any
+    ) -> requests.Response:
+        """Send one request; map failures to the PACS errors."""
+        self.breaker.before_call()
+        try:
+            with self._counted():
+                resp = self.session.request(
+                    method, self.url + path, timeout=self.timeout, **kwargs
+                )
+        except requests.RequestException as exc:
+            reason = f"{type(exc).__name__} talking to Orthanc"
+            self.breaker.record_failure(reason)
+            raise PacsUnavailable(
+                f"Orthanc at {self.url} does not answer: {reason}"
+            ) from exc
+        status = resp.status_code
+        if status in (429, 502, 503, 504) or (
+            status >= 500 and not _orthanc_error(resp)
+        ):
+            self.breaker.record_failure(f"HTTP {status}")
+            raise PacsUnavailable(
+                f"Orthanc at {self.url} answered HTTP {status} for {what}"
+            )
+        self.breaker.record_success()
+        if status in (401, 403):
+            raise PacsUnavailable(
+                f"Orthanc at {self.url} refused the credentials (HTTP {status})"
+            )
+        if status == 404:
+            raise NotFound(f"{what} not found")
+        if status >= 400:
+            raise OrthancRefused(what, status, _orthanc_error(resp))
+        return resp
+
+    def _json(self, path: str, what: str, **kwargs: Any) -> Any:
+        return self._request("GET", path, what, **kwargs).json()
+
+    def _lookup(self, uid: str, level: str) -> str:
+        """The Orthanc id of a study or series UID (``NotFound`` if absent)."""
+        answers = self._request(
+            "POST", "/tools/lookup", f"{level} {uid}", data=check_uid(uid)
+        ).json()
+        for answer in answers:
+            if answer.get("Type") == level:
+                return answer["ID"]
+        raise NotFound(f"{level.lower()} {uid} not found")
+
+    # -- Pacs ------------------------------------------------------------------
+
+    def ping(self) -> bool:
+        try:
+            self._json("/system", "system")
+            return True
+        except PacsError:
+            return False
+
+    def find_studies(self, query: StudyQuery = StudyQuery()) -> list[StudySummary]:
+        dicom_query: dict[str, str] = {}
+        if query.patient_name:
+            dicom_query["PatientName"] = query.patient_name
+        if query.patient_id:
+            dicom_query["PatientID"] = query.patient_id
+        if query.accession:
+            dicom_query["AccessionNumber"] = query.accession
+        if query.modality:
+            dicom_query["ModalitiesInStudy"] = query.modality
+        if query.date_from or query.date_to:
+            dicom_query["StudyDate"] = f"{query.date_from}-{query.date_to}"
+        answers = self._request(
+            "POST",
+            "/tools/find",
+            "study search",
+            json={
+                "Level": "Study",
+                "Query": dicom_query,
+                "Expand": True,
+                "Limit": FIND_LIMIT,
+            },
+        ).json()
+        # newest first, then by UID: the embedded store's order
+        answers.sort(key=lambda a: a["MainDicomTags"].get("StudyInstanceUID", ""))
+        answers.sort(
+            key=lambda a: a["MainDicomTags"].get("StudyDate", ""), reverse=True
+        )
+        page = answers[query.offset : query.offset + query.limit]
+        return [self._study_summary(a) for a in page]
+
+    def _study_summary(self, study: dict[str, Any]) -> StudySummary:
+        series = self.list_series(
+            study["MainDicomTags"]["StudyInstanceUID"], study_id=study["ID"]
+        )
+        tags, patient = study["MainDicomTags"], study.get("PatientMainDicomTags", {})
+        return StudySummary(
+            study_uid=tags["StudyInstanceUID"],
+            study_id=study["ID"],
+            patient_name=patient.get("PatientName", "").rstrip(),
+            patient_id=patient.get("PatientID", "").rstrip(),
+            study_date=tags.get("StudyDate", "").rstrip(),
+            study_description=tags.get("StudyDescription", "").rstrip(),
+            accession_number=tags.get("AccessionNumber", "").rstrip(),
+            modalities=tuple(sorted({s.modality for s in series if s.modality})),
+            series_count=len(series),
+            image_count=sum(s.image_count for s in series),
+        )
+
+    def get_study(self, study_uid: str) -> StudySummary:
+        study_id = self._lookup(study_uid, "Study")
+        return self._study_summary(
+            self._json(f"/studies/{study_id}", f"study {study_uid}")
+        )
+
+    def list_series(
+        self, study_uid: str, *, study_id: str | None = None
+    ) -> list[SeriesSummary]:
+        study_id = study_id or self._lookup(study_uid, "Study")
+        series = self._json(f"/studies/{study_id}/series", f"study {study_uid}")
+        instances = self._json(f"/studies/{study_id}/instances", f"study {study_uid}")
+        by_series: dict[str, list[dict[str, Any]]] = {}
+        for inst in instances:
+            by_series.setdefault(inst["ParentSeries"], []).append(inst)
+        out = []
+        for s in series:
+            tags = s["MainDicomTags"]
+            modality = tags.get("Modality", "").rstrip()
+            members = by_series.get(s["ID"], [])
+            out.append(
+                SeriesSummary(
+                    series_uid=tags["SeriesInstanceUID"],
+                    series_id=s["ID"],
+                    study_uid=study_uid,
+                    series_number=imaging.parse_int(tags.get("SeriesNumber")),
+                    series_description=tags.get("SeriesDescription", "").rstrip(),
+                    modality=modality,
+                    image_count=sum(
+                        _frames(i["MainDicomTags"], modality) for i in members
+                    ),
+                    instance_count=len(members),
+                )
+            )
+        return sorted(out, key=series_sort_key)
+
+    def list_images(self, study_uid: str, series_uid: str) -> list[ImageRef]:
+        series_id = self._lookup(series_uid, "Series")
+        series = self._json(f"/series/{series_id}", f"series {series_uid}")
+        parent = self._json(f"/studies/{series['ParentStudy']}", f"study {study_uid}")
+        if parent["MainDicomTags"].get("StudyInstanceUID") != study_uid:
+            raise NotFound(f"series {series_uid} not found in study {study_uid}")
+        modality = series["MainDicomTags"].get("Modality", "").rstrip()
+        instances = self._json(f"/series/{series_id}/instances", f"series {series_uid}")
+        return imaging.display_order(
+            [
+                SliceKey(
+                    instance_id=i["ID"],
+                    instance_uid=i["MainDicomTags"].get("SOPInstanceUID", ""),
+                    instance_number=imaging.parse_int(
+                        i["MainDicomTags"].get("InstanceNumber")
+                    ),
+                    image_position=imaging.parse_floats(
+                        i["MainDicomTags"].get("ImagePositionPatient")
+                    ),  # type: ignore[arg-type]
+                    image_orientation=imaging.parse_floats(
+                        i["MainDicomTags"].get("ImageOrientationPatient")
+                    ),
+                    number_of_frames=_frames(i["MainDicomTags"], modality),
+                )
+                for i in instances
+            ]
+        )
+
+    def get_instance_meta(self, instance_id: str) -> InstanceMeta:
+        # Instances never change: remember their tags (bounded, most recent kept).
+        with self._count_lock:
+            meta = self._meta.pop(instance_id, None)
+            if meta is not None:
+                self._meta[instance_id] = meta
+                return meta
+        tags = self._json(
+            f"/instances/{check_id(instance_id)}/simplified-tags",
+            f"instance {instance_id}",
+        )
+        meta = imaging.meta_from_tags(instance_id, tags)
+        with self._count_lock:
+            self._meta[instance_id] = meta
+            while len(self._meta) > META_CACHE_SIZE:
+                self._meta.pop(next(iter(self._meta)))
+        return meta
+
+    def get_instance_file(self, instance_id: str) -> bytes:
+        return self._request(
+            "GET", f"/instances/{check_id(instance_id)}/file", f"instance {instance_id}"
+        ).content
+
+    def _frame_path(self, instance_id: str, frame_index: int) -> str:
+        if frame_index < 0:
+            raise NotFound(f"instance {instance_id} has no frame {frame_index + 1}")
+        return f"/instances/{check_id(instance_id)}/frames/{int(frame_index)}"
+
+    def get_frame(self, instance_id: str, frame_index: int = 0) -> np.ndarray:
+        what = f"frame {frame_index + 1} of instance {instance_id}"
+        # rescale=0: Orthanc's own rescale rounds to whole numbers; apply it here
+        path = self._frame_path(instance_id, frame_index) + "/numpy?rescale=0"
+        try:
+            resp = self._request("GET", path, what)
+        except OrthancRefused as exc:
+            if exc.error.get("OrthancError") == OUT_OF_RANGE:
+                raise NotFound(f"{what}: the instance has no such frame") from exc
+            if exc.error.get("OrthancError") != NOT_IMPLEMENTED:
+                raise DecodeError(what, str(exc)) from exc
+            # Orthanc 1.10's /numpy only uses its built-in decoder (no JPEG 2000
+            # even with the GDCM plugin): decode the stored file here instead.
+            dicom = io.BytesIO(self.get_instance_file(instance_id))
+            return imaging.decode_frame(dicom, frame_index, what)
+        pixels = np.load(io.BytesIO(resp.content), allow_pickle=False)
+        if pixels.ndim == 3 and pixels.shape[2] == 1:
+            pixels = pixels[:, :, 0]
+        if pixels.ndim == 3:
+            return pixels.astype(np.uint8, copy=False)
+        meta = self.get_instance_meta(instance_id)
+        hu = pixels.astype(np.float64) * meta.rescale_slope + meta.rescale_intercept
+        return hu.astype(np.float32)
+
+    def render_frame(
+        self,
+        instance_id: str,
+        frame_index: int = 0,
+        *,
+        center: float | None = None,
+        width: float | None = None,
+        size: int | None = None,
+        fmt: ImageFormat = "png",
+        quality: int = 90,
+    ) -> bytes:
+        meta = self.get_instance_meta(instance_id)
+        if center is None or width is None:
+            center, width = meta.window_center, meta.window_width
+        pixels = self.get_frame(instance_id, frame_index)
+        return imaging.encode(
+            imaging.to_8bit(pixels, center, width, meta.photometric), fmt, size, quality
+        )
+
+
+def _orthanc_error(resp: requests.Response) -> dict[str, str]:
+    """Orthanc's own JSON error, or {} when the body is not one."""
+    try:
+        body = resp.json()
+    except ValueError:
+        return {}
+    if isinstance(body, dict) and "OrthancError" in body:
+        return {k: str(v) for k, v in body.items()}
+    return {}

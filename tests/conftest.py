@@ -1,0 +1,48 @@
+"""Shared fixtures: the test corpus, a real private Orthanc loaded with it, and
+the embedded store on the same files. ``pacs`` runs a test once per backend."""
+
+from __future__ import annotations
+
+import pytest
+
+from scripts.orthanc_local import LocalOrthanc, ensure_installed
+from services.embedded import EmbeddedStore
+from services.orthanc import OrthancClient
+from tests.corpus import Corpus, build_corpus
+
+
+@pytest.fixture(scope="session")
+def corpus(tmp_path_factory) -> Corpus:
+    return build_corpus(tmp_path_factory.mktemp("corpus"))
+
+
+@pytest.fixture(scope="session")
+def orthanc_server(corpus, tmp_path_factory):
+    """A real Orthanc (Debian package, GDCM + DICOMweb plugins) on 127.0.0.1,
+    remote access off, with the corpus uploaded. Fails, never skips, when
+    Orthanc cannot be installed: these tests must run."""
+    ensure_installed()
+    with LocalOrthanc(workdir=tmp_path_factory.mktemp("orthanc")) as server:
+        server.upload(corpus.files())
+        yield server
+
+
+@pytest.fixture(scope="session")
+def orthanc_pacs(orthanc_server) -> OrthancClient:
+    return OrthancClient(
+        orthanc_server.url,
+        username=orthanc_server.auth[0],
+        password=orthanc_server.auth[1],
+    )
+
+
+@pytest.fixture(scope="session")
+def embedded_pacs(corpus, tmp_path_factory) -> EmbeddedStore:
+    index = tmp_path_factory.mktemp("index") / "index.sqlite"
+    return EmbeddedStore(corpus.root, index_path=index)
+
+
+@pytest.fixture(params=["orthanc", "embedded"])
+def pacs(request):
+    """Each contract test runs against both backends with the same assertions."""
+    return request.getfixturevalue(f"{request.param}_pacs")
