@@ -149,7 +149,8 @@ class OrthancClient:
         self._count_lock = threading.Lock()
         self.in_flight = 0
         self.max_in_flight_seen = 0
-        self.requests_sent = 0
+        self.requests_sent = 0  # answered by Orthanc (not by the HTTP cache)
+        self.cache_hits = 0
         self._meta: dict[str, InstanceMeta] = {}
 
     @staticmethod
@@ -196,7 +197,6 @@ class OrthancClient:
         with self._slot():
             with self._count_lock:
                 self.in_flight += 1
-                self.requests_sent += 1
                 self.max_in_flight_seen = max(self.max_in_flight_seen, self.in_flight)
             try:
                 yield
@@ -220,6 +220,11 @@ class OrthancClient:
             raise PacsUnavailable(
                 f"Orthanc at {self.url} does not answer: {reason}"
             ) from exc
+        with self._count_lock:
+            if getattr(resp, "from_cache", False):
+                self.cache_hits += 1
+            else:
+                self.requests_sent += 1
         status = resp.status_code
         if status in (429, 502, 503, 504) or (
             status >= 500 and not _orthanc_error(resp)

@@ -3,6 +3,9 @@ the embedded store on the same files. ``pacs`` runs a test once per backend."""
 
 from __future__ import annotations
 
+import os
+import shutil
+
 import pytest
 
 from scripts.orthanc_local import LocalOrthanc, ensure_installed
@@ -46,3 +49,39 @@ def embedded_pacs(corpus, tmp_path_factory) -> EmbeddedStore:
 def pacs(request):
     """Each contract test runs against both backends with the same assertions."""
     return request.getfixturevalue(f"{request.param}_pacs")
+
+
+@pytest.fixture(scope="session")
+def dash_app(tmp_path_factory):
+    """The real app (``app.py``) on the embedded store with its demo study.
+
+    Dash registers callbacks process-wide, so the app is built once per test
+    session, from the environment exactly as ``python app.py`` would be."""
+    root = tmp_path_factory.mktemp("app")
+    os.environ.update(
+        DICOM_DIR=str(root / "dicom"), CACHE_DIR=str(root / "cache"), DEMO_STUDY="1"
+    )
+    for name in ("ORTHANC_URL", "ORTHANC_USERNAME", "ORTHANC_PASSWORD"):
+        os.environ.pop(name, None)
+    import app as app_module
+
+    return app_module.app
+
+
+def pytest_setup_options():
+    """Chromium options for dash[testing]'s browser fixtures (dash_duo)."""
+    from selenium.webdriver.chrome.options import Options
+
+    options = Options()
+    options.binary_location = shutil.which("chromium") or "/usr/bin/chromium"
+    for flag in (
+        "--headless=new",
+        "--window-size=1280,900",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+    ):
+        options.add_argument(flag)
+    return options
