@@ -1,4 +1,4 @@
-"""scripts.orthanc_local against the real Orthanc binary (skipped when it is missing)."""
+"""scripts.orthanc_local against the real Orthanc binary (installed by the fixtures)."""
 
 from __future__ import annotations
 
@@ -11,14 +11,11 @@ import pytest
 import requests
 
 from scripts import orthanc_local
-from scripts.orthanc_local import ORTHANC_BIN, LocalOrthanc, OrthancError, is_dicom_file
+from scripts.orthanc_local import LocalOrthanc, OrthancError, is_dicom_file
+from settings import ROOT
 
-CT_DIR = Path("/work/shared/data/ge-head-ct")
-MR_DIR = Path("/work/shared/data/ge-mprage-mr")
-
-pytestmark = pytest.mark.skipif(
-    not os.access(ORTHANC_BIN, os.X_OK), reason="Orthanc is not installed"
-)
+CT_DIR = ROOT.parent / "shared" / "data" / "ge-head-ct"
+MR_DIR = ROOT.parent / "shared" / "data" / "ge-mprage-mr"
 
 
 def port_is_free(port: int) -> bool:
