@@ -13,7 +13,10 @@ import dash
 import dash_bootstrap_components as dbc
 from dash import html
 from flask import Flask, jsonify
+from werkzeug.middleware.proxy_fix import ProxyFix
 
+from api import init_api
+from api.auth import init_auth
 from services.pacs import open_pacs
 from settings import ROOT, Settings
 
@@ -23,6 +26,12 @@ log = logging.getLogger(__name__)
 def create_server(settings: Settings) -> Flask:
     """The Flask server with the PACS backend bound to it and a health endpoint."""
     server = Flask(__name__)
+    if settings.trusted_proxies:
+        server.wsgi_app = ProxyFix(  # type: ignore[method-assign]
+            server.wsgi_app,
+            x_for=settings.trusted_proxies,
+            x_proto=settings.trusted_proxies,
+        )
     if settings.backend == "embedded" and settings.demo_study:
         from services.demo import ensure_demo_study
 
@@ -41,6 +50,8 @@ def create_server(settings: Settings) -> Flask:
         }
         return jsonify(body), 200 if ok else 503
 
+    limiter = init_auth(server, settings)
+    init_api(server, settings, limiter)
     return server
 
 
@@ -57,6 +68,10 @@ def create_app(settings: Settings | None = None) -> dash.Dash:
         title="CT/MR Viewer",
         update_title=None,
         suppress_callback_exceptions=True,
+        # flask-jwt-extended's double-submit CSRF cookie and header, which
+        # Dash's renderer then sends with every callback request
+        csrf_token_name="csrf_access_token",
+        csrf_header_name="X-CSRF-TOKEN",
     )
     app.index_string = app.index_string.replace("<html>", '<html data-bs-theme="dark">')
     app.layout = html.Div(
@@ -65,9 +80,20 @@ def create_app(settings: Settings | None = None) -> dash.Dash:
                 dbc.Container(
                     [
                         dbc.NavbarBrand("CT/MR Viewer", href="/"),
-                        html.Span(
-                            f"PACS: {server.extensions['pacs'].name}",
-                            className="navbar-text small text-secondary",
+                        html.Div(
+                            [
+                                html.Span(
+                                    f"PACS: {server.extensions['pacs'].name}",
+                                    className="navbar-text small text-secondary me-3",
+                                ),
+                                html.A(
+                                    "Sign out",
+                                    href="/logout",
+                                    id="logout-link",
+                                    className="btn btn-sm btn-outline-secondary",
+                                ),
+                            ],
+                            className="d-flex align-items-center",
                         ),
                     ],
                     fluid=True,

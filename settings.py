@@ -34,6 +34,12 @@ class Settings:
     jwt_secret_key: str = ""
     admin_username: str = ""
     admin_password: str = ""
+    users_db: Path = ROOT / "var" / "users.sqlite"
+    access_token_minutes: int = 15
+    refresh_token_days: int = 7
+    login_rate_limit: str = "10 per minute"
+    api_rate_limit: str = "1200 per minute"
+    trusted_proxies: int = 0
     redis_url: str = ""
     app_env: str = "development"
     host: str = "127.0.0.1"
@@ -46,6 +52,11 @@ class Settings:
     @property
     def production(self) -> bool:
         return self.app_env == "production"
+
+    @property
+    def demo_mode(self) -> bool:
+        """The embedded store outside production: a demo user may exist."""
+        return not self.production and self.backend == "embedded"
 
     def pacs_kwargs(self) -> dict:
         """Arguments for :func:`services.pacs.open_pacs`."""
@@ -81,6 +92,12 @@ class Settings:
             jwt_secret_key=env.get("JWT_SECRET_KEY", ""),
             admin_username=get("ADMIN_USERNAME"),
             admin_password=env.get("ADMIN_PASSWORD", ""),
+            users_db=Path(get("USERS_DB") or cls.users_db),
+            access_token_minutes=int(get("ACCESS_TOKEN_MINUTES", "15")),
+            refresh_token_days=int(get("REFRESH_TOKEN_DAYS", "7")),
+            login_rate_limit=get("LOGIN_RATE_LIMIT", cls.login_rate_limit),
+            api_rate_limit=get("API_RATE_LIMIT", cls.api_rate_limit),
+            trusted_proxies=int(get("TRUSTED_PROXIES", "0")),
             redis_url=get("REDIS_URL"),
             app_env=get("APP_ENV", "development").lower(),
             host=get("HOST", "127.0.0.1"),

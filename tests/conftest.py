@@ -59,7 +59,11 @@ def dash_app(tmp_path_factory):
     session, from the environment exactly as ``python app.py`` would be."""
     root = tmp_path_factory.mktemp("app")
     os.environ.update(
-        DICOM_DIR=str(root / "dicom"), CACHE_DIR=str(root / "cache"), DEMO_STUDY="1"
+        DICOM_DIR=str(root / "dicom"),
+        CACHE_DIR=str(root / "cache"),
+        USERS_DB=str(root / "users.sqlite"),
+        DEMO_STUDY="1",
+        LOGIN_RATE_LIMIT="1000 per minute",
     )
     for name in ("ORTHANC_URL", "ORTHANC_USERNAME", "ORTHANC_PASSWORD"):
         os.environ.pop(name, None)
@@ -85,3 +89,18 @@ def pytest_setup_options():
     ):
         options.add_argument(flag)
     return options
+
+
+def sign_in(dash_duo, dash_app, path: str = "/") -> None:
+    """Start the app, go to ``path`` and sign in as the demo user through the
+    real login form; waits until Dash has rendered the page."""
+    from api.auth import DEMO_USER
+
+    dash_duo.start_server(dash_app, navigate=False)
+    dash_duo.driver.get(dash_duo.server.url + path)
+    dash_duo.wait_for_element("#login-form", timeout=10)
+    dash_duo.find_element("#username").send_keys(DEMO_USER[0])
+    dash_duo.find_element("#password").send_keys(DEMO_USER[1])
+    dash_duo.find_element("#login-submit").click()
+    dash_duo.wait_for_element("#react-entry-point", timeout=10)
+    assert dash_duo.driver.current_url == dash_duo.server.url + path  # came back

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from app import create_server
 from settings import Settings
+from tests.conftest import sign_in
 
 
 def test_app001_healthz_reports_the_embedded_pacs(dash_app):
@@ -42,7 +43,7 @@ def test_app003_demo_study_written_on_first_start(dash_app):
 
 
 def test_ui001_studies_page_lists_the_demo_study(dash_duo, dash_app):
-    dash_duo.start_server(dash_app)
+    sign_in(dash_duo, dash_app)
     dash_duo.wait_for_contains_text("#studies-table", "DEMO^PATIENT", timeout=10)
     text = dash_duo.find_element("#studies-table").text
     assert "Demo CT/MR study" in text and "CT, MR" in text

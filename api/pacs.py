@@ -1,0 +1,304 @@
+"""PACS endpoints under ``/api/pacs/`` (PRD "API Requirements"), all JWT-protected.
+
+Every id and number is validated here before it reaches a backend; the
+backends check again (defence in depth). Frame numbers are 1-based as in the
+PRD (``frameNumber = frame_index + 1``).
+
+Frame pixel format (``GET /api/pacs/instances/{orthancId}/frames/{frameNumber}``):
+``application/octet-stream``, the frame's values after the modality LUT
+(Hounsfield units for CT), row-major, little-endian; ``X-Image-Dtype`` says
+``int16`` (integer values that fit), ``float32`` (others) or ``uint8`` (colour,
+RGB interleaved, ``X-Image-Samples: 3``); ``X-Image-Rows``/``X-Image-Columns``
+the shape; ``X-Window-Center``/``X-Window-Width`` the image's own window when it
+has one. With ``Accept: image/png`` or ``image/jpeg`` the frame comes rendered
+with that window instead. Pixel and DICOM answers carry an ETag and a long
+private Cache-Control: instances never change.
+"""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+from flask import Blueprint, Response, current_app, jsonify, request
+from flask_jwt_extended import jwt_required
+
+from api import BadRequest
+from services import imaging
+from services.models import ImageRef
+from services.orthanc_ids import is_orthanc_id
+from services.pacs import Pacs, StudyQuery
+
+UID_RE = re.compile(r"^[0-9]+(\.[0-9]+)*$")
+DATE_RE = re.compile(r"^[0-9]{8}$")
+MAX_COUNT = 500
+MAX_SIZE = 2048
+IMMUTABLE = "private, max-age=31536000, immutable"
+
+
+def get_pacs() -> Pacs:
+    return current_app.extensions["pacs"]
+
+
+def uid(value: str, what: str) -> str:
+    if len(value) > 64 or not UID_RE.match(value):
+        raise BadRequest(f"{what} is not a DICOM UID (digits and dots, at most 64)")
+    return value
+
+
+def orthanc_id(value: str) -> str:
+    if not is_orthanc_id(value):
+        raise BadRequest("orthancId is not an Orthanc id (5 groups of 8 hex digits)")
+    return value
+
+
+def integer(name: str, default: int, lo: int, hi: int, value: str | None = None) -> int:
+    raw = request.args.get(name) if value is None else value
+    if raw is None or raw == "":
+        return default
+    if not re.fullmatch(r"[0-9]{1,9}", raw):
+        raise BadRequest(f"{name} must be a whole number")
+    number = int(raw)
+    if not lo <= number <= hi:
+        raise BadRequest(f"{name} must be between {lo} and {hi}")
+    return number
+
+
+def number(name: str) -> float | None:
+    raw = request.args.get(name)
+    if raw in (None, ""):
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        raise BadRequest(f"{name} must be a number") from None
+    if not np.isfinite(value) or abs(value) > 1e6:
+        raise BadRequest(f"{name} is out of range")
+    return value
+
+
+def frame_url(image: ImageRef) -> str:
+    return f"/api/pacs/instances/{image.instance_id}/frames/{image.frame_index + 1}"
+
+
+def immutable(body: bytes, mimetype: str, etag: str, **headers: str) -> Response:
+    response = Response(body, mimetype=mimetype, headers=headers)
+    response.set_etag(etag)
+    response.headers["Cache-Control"] = IMMUTABLE
+    return response.make_conditional(request)
+
+
+def register(bp: Blueprint) -> None:
+    @bp.get("/pacs/studies/")
+    @jwt_required()
+    def studies():
+        args = request.args
+        for key in ("dateFrom", "dateTo"):
+            if args.get(key) and not DATE_RE.match(args[key]):
+                raise BadRequest(f"{key} must be YYYYMMDD")
+        limit = integer("limit", 50, 1, MAX_COUNT)
+        offset = integer("offset", 0, 0, 10**6)
+        query = StudyQuery(
+            patient_name=args.get("patientName", "")[:64],
+            patient_id=args.get("patientId", "")[:64],
+            date_from=args.get("dateFrom", ""),
+            date_to=args.get("dateTo", ""),
+            modality=args.get("modality", "")[:16],
+            accession=args.get("accession", "")[:16],
+            limit=limit + 1,  # one more tells whether there is a next page
+            offset=offset,
+        )
+        found = get_pacs().find_studies(query)
+        return jsonify(
+            studies=[
+                {
+                    "studyUid": s.study_uid,
+                    "orthancId": s.study_id,
+                    "patientName": s.patient_name,
+                    "patientId": s.patient_id,
+                    "studyDate": s.study_date,
+                    "studyDescription": s.study_description,
+                    "accessionNumber": s.accession_number,
+                    "modalities": list(s.modalities),
+                    "seriesCount": s.series_count,
+                    "imageCount": s.image_count,
+                }
+                for s in found[:limit]
+            ],
+            limit=limit,
+            offset=offset,
+            hasMore=len(found) > limit,
+        )
+
+    @bp.get("/pacs/studies/<study_uid>/series/")
+    @jwt_required()
+    def series(study_uid: str):
+        pacs = get_pacs()
+        study_uid = uid(study_uid, "studyUid")
+        out = []
+        for s in pacs.list_series(study_uid):
+            if s.image_count == 0:
+                continue  # SR, PR and other series without images
+            first = pacs.list_images(study_uid, s.series_uid)[0]
+            out.append(
+                {
+                    "seriesUid": s.series_uid,
+                    "seriesNumber": s.series_number,
+                    "seriesDescription": s.series_description,
+                    "imageCount": s.image_count,
+                    "modality": s.modality,
+                    "firstImageUrl": frame_url(first),
+                }
+            )
+        return jsonify(series=out)
+
+    @bp.get("/pacs/studies/<study_uid>/series/<series_uid>/images/bulk")
+    @jwt_required()
+    def bulk(study_uid: str, series_uid: str):
+        study_uid, series_uid = uid(study_uid, "studyUid"), uid(series_uid, "seriesUid")
+        start = integer("start", 0, 0, 10**6)
+        count = integer("count", 50, 1, MAX_COUNT)
+        images = get_pacs().list_images(study_uid, series_uid)
+        page = images[start : start + count]
+        return jsonify(
+            images=[
+                {
+                    "imageNumber": i.image_number,
+                    "imageUrl": frame_url(i),
+                    "instanceUid": i.instance_uid,
+                    "frameNumber": i.frame_index + 1,
+                    "orthancId": i.instance_id,
+                }
+                for i in page
+            ],
+            totalImages=len(images),
+            hasMore=start + count < len(images),
+        )
+
+    @bp.get("/pacs/studies/<study_uid>/image-ids/")
+    @jwt_required()
+    def image_ids(study_uid: str):
+        pacs = get_pacs()
+        study_uid = uid(study_uid, "studyUid")
+        ids = []
+        for s in pacs.list_series(study_uid):
+            if s.image_count == 0:
+                continue
+            images = pacs.list_images(study_uid, s.series_uid)
+            multiframe = {i.instance_id for i in images if i.frame_index > 0}
+            for i in images:
+                url = f"wadouri:/api/pacs/instances/{i.instance_id}/file"
+                ids.append(
+                    f"{url}?frame={i.frame_index}"
+                    if i.instance_id in multiframe
+                    else url
+                )
+        return jsonify(imageIds=ids, total=len(ids))
+
+    @bp.get("/pacs/instances/<instance_id>/file")
+    @jwt_required()
+    def instance_file(instance_id: str):
+        instance_id = orthanc_id(instance_id)
+        body = get_pacs().get_instance_file(instance_id)
+        return immutable(
+            body,
+            "application/dicom",
+            f"file-{instance_id}",
+            **{"Content-Disposition": f'attachment; filename="{instance_id}.dcm"'},
+        )
+
+    @bp.get("/pacs/instances/<instance_id>/dicomweb")
+    @jwt_required()
+    def instance_dicomweb(instance_id: str):
+        """The instance as a WADO-RS answer: multipart/related, one application/dicom part."""
+        instance_id = orthanc_id(instance_id)
+        body = get_pacs().get_instance_file(instance_id)
+        boundary = f"dicom-{instance_id}"
+        payload = (
+            f"--{boundary}\r\nContent-Type: application/dicom\r\n\r\n".encode()
+            + body
+            + f"\r\n--{boundary}--\r\n".encode()
+        )
+        response = immutable(payload, "multipart/related", f"dicomweb-{instance_id}")
+        response.headers["Content-Type"] = (
+            f'multipart/related; type="application/dicom"; boundary={boundary}'
+        )
+        return response
+
+    def load_frame(instance_id: str, frame: str) -> tuple[str, int]:
+        instance_id = orthanc_id(instance_id)
+        frame_number = integer("frameNumber", 1, 1, 100_000, value=frame)
+        return instance_id, frame_number - 1
+
+    @bp.get("/pacs/instances/<instance_id>/frames/<frame>")
+    @jwt_required()
+    def frame_pixels(instance_id: str, frame: str):
+        instance_id, index = load_frame(instance_id, frame)
+        accept = request.accept_mimetypes
+        best = accept.best_match(
+            ["application/octet-stream", "image/png", "image/jpeg"]
+        )
+        if (
+            best in ("image/png", "image/jpeg")
+            and accept[best] > accept["application/octet-stream"]
+        ):
+            fmt = "png" if best == "image/png" else "jpeg"
+            body = get_pacs().render_frame(instance_id, index, fmt=fmt)
+            return immutable(body, imaging.MIME[fmt], f"{instance_id}-{index}-{fmt}")
+        pixels = get_pacs().get_frame(instance_id, index)
+        meta = get_pacs().get_instance_meta(instance_id)
+        if pixels.ndim == 3:
+            data, dtype = pixels.astype(np.uint8), "uint8"
+        elif (
+            pixels.size
+            and pixels.min() >= -32768
+            and pixels.max() <= 32767
+            and np.array_equal(pixels, np.round(pixels))
+        ):
+            data, dtype = pixels.astype("<i2"), "int16"
+        else:
+            data, dtype = pixels.astype("<f4"), "float32"
+        headers = {
+            "X-Image-Rows": str(pixels.shape[0]),
+            "X-Image-Columns": str(pixels.shape[1]),
+            "X-Image-Dtype": dtype,
+            "X-Image-Samples": str(pixels.shape[2] if pixels.ndim == 3 else 1),
+            "X-Photometric": meta.photometric,
+        }
+        if meta.window_center is not None and meta.window_width is not None:
+            headers["X-Window-Center"] = f"{meta.window_center:g}"
+            headers["X-Window-Width"] = f"{meta.window_width:g}"
+        response = immutable(
+            data.tobytes(),
+            "application/octet-stream",
+            f"{instance_id}-{index}-raw",
+            **headers,
+        )
+        response.vary.add("Accept")
+        return response
+
+    @bp.get("/pacs/instances/<instance_id>/frames/<frame>/rendered")
+    @jwt_required()
+    def frame_rendered(instance_id: str, frame: str):
+        instance_id, index = load_frame(instance_id, frame)
+        center, width = number("windowCenter"), number("windowWidth")
+        if (center is None) != (width is None):
+            raise BadRequest("give both windowCenter and windowWidth, or neither")
+        if width is not None and width <= 0:
+            raise BadRequest("windowWidth must be positive")
+        size = integer("size", 0, 0, MAX_SIZE) or None
+        quality = integer("quality", 90, 1, 100)
+        fmt = imaging.FORMATS.get(request.args.get("format", "png").lower())
+        if fmt is None:
+            raise BadRequest("format must be png or jpeg")
+        body = get_pacs().render_frame(
+            instance_id,
+            index,
+            center=center,
+            width=width,
+            size=size,
+            fmt=fmt,
+            quality=quality,
+        )
+        key = f"{instance_id}-{index}-{center}-{width}-{size}-{fmt}-{quality}"
+        return immutable(body, imaging.MIME[fmt], key)
