@@ -17,6 +17,9 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 from api import init_api
 from api.auth import init_auth
+from services.coordination import SharedSlots, open_state
+from services.imagecache import CachingPacs, open_image_cache
+from services.loader import BulkLoader
 from services.pacs import open_pacs
 from settings import ROOT, Settings
 
@@ -37,9 +40,22 @@ def create_server(settings: Settings) -> Flask:
 
         if ensure_demo_study(settings.dicom_dir):
             log.info("wrote the demo study into %s", settings.dicom_dir)
-    pacs = open_pacs(**settings.pacs_kwargs())
-    server.extensions["settings"] = settings
-    server.extensions["pacs"] = pacs
+    state = open_state(settings.cache_dir / "state")
+    slots = SharedSlots(state, "orthanc", settings.orthanc_max_in_flight)
+    pacs = CachingPacs(
+        open_pacs(
+            **settings.pacs_kwargs(),
+            slot=slots if settings.backend == "orthanc" else None,
+        ),
+        open_image_cache(settings.cache_dir / "images", settings.cache_size_mb),
+        state,
+    )
+    loader = BulkLoader(pacs, state, workers=settings.loader_workers)
+    server.extensions.update(settings=settings, pacs=pacs, loader=loader, state=state)
+    if settings.backend == "orthanc":
+        server.extensions["slots"] = slots
+    # Started by the first request, in the serving process (not a forking parent).
+    server.before_request(loader.start)
 
     @server.get("/healthz")
     def healthz():
@@ -55,7 +71,7 @@ def create_server(settings: Settings) -> Flask:
     return server
 
 
-def create_app(settings: Settings | None = None) -> dash.Dash:
+def create_dash_app(settings: Settings | None = None) -> dash.Dash:
     """The Dash app (Dash Pages + Bootstrap, served from ``assets/``)."""
     settings = settings or Settings.from_env()
     server = create_server(settings)
@@ -108,10 +124,27 @@ def create_app(settings: Settings | None = None) -> dash.Dash:
     return app
 
 
-app = create_app()
-server = app.server
+def create_app() -> Flask:
+    """Flask's factory convention, for ``flask --app app users ...``."""
+    return create_dash_app().server
+
+
+_built: dash.Dash | None = None
+
+
+def __getattr__(name: str):
+    """``app.app`` / ``app.server`` (what gunicorn imports) are built on first
+    use from the environment, so importing ``create_server`` builds nothing."""
+    global _built
+    if name not in ("app", "server"):
+        raise AttributeError(name)
+    if _built is None:
+        _built = create_dash_app()
+    return _built if name == "app" else _built.server
+
 
 if __name__ == "__main__":
     logging.basicConfig(level=logging.INFO)
-    _settings: Settings = server.extensions["settings"]
-    app.run(host=_settings.host, port=_settings.port, debug=False)
+    main = create_dash_app()
+    settings: Settings = main.server.extensions["settings"]
+    main.run(host=settings.host, port=settings.port, debug=False)

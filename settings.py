@@ -31,6 +31,8 @@ class Settings:
     dicom_dir: Path = ROOT / "var" / "dicom"
     demo_study: bool = True
     cache_dir: Path = ROOT / "var" / "cache"
+    cache_size_mb: int = 2048
+    loader_workers: int = 4
     jwt_secret_key: str = ""
     admin_username: str = ""
     admin_password: str = ""
@@ -89,6 +91,8 @@ class Settings:
             dicom_dir=Path(get("DICOM_DIR") or cls.dicom_dir),
             demo_study=_bool(env.get("DEMO_STUDY"), True),
             cache_dir=Path(get("CACHE_DIR") or cls.cache_dir),
+            cache_size_mb=int(get("CACHE_SIZE_MB", "2048")),
+            loader_workers=int(get("LOADER_WORKERS", "4")),
             jwt_secret_key=env.get("JWT_SECRET_KEY", ""),
             admin_username=get("ADMIN_USERNAME"),
             admin_password=env.get("ADMIN_PASSWORD", ""),

@@ -11,7 +11,7 @@ from __future__ import annotations
 import gzip
 import logging
 
-from flask import Blueprint, Flask, jsonify, request
+from flask import Blueprint, Flask, current_app, jsonify, request
 from flask_limiter import Limiter
 from werkzeug.exceptions import HTTPException
 
@@ -35,6 +35,15 @@ def error_response(status: int, code: str, message: str, **headers: str):
     return response
 
 
+def retry_after(exc: HTTPException) -> str:
+    """Seconds until a rate limit's window is over (its length, to be safe)."""
+    limit = getattr(exc, "limit", None)
+    try:
+        return str(int(limit.limit.get_expiry()))  # type: ignore[union-attr]
+    except AttributeError:
+        return "60"
+
+
 def create_blueprint(settings: Settings, limiter: Limiter) -> Blueprint:
     bp = Blueprint("api", __name__, url_prefix="/api")
 
@@ -43,7 +52,8 @@ def create_blueprint(settings: Settings, limiter: Limiter) -> Blueprint:
     tokens.register(bp, settings, limiter)
     pacs.register(bp)
     openapi.register(bp)
-    limiter.limit(settings.api_rate_limit)(bp)
+    # one budget per client for the whole API (login has its own, stricter)
+    limiter.shared_limit(settings.api_rate_limit, scope="api")(bp)
 
     @bp.before_request
     def reject_path_tricks():
@@ -59,6 +69,23 @@ def create_blueprint(settings: Settings, limiter: Limiter) -> Blueprint:
 
     @bp.route("/<path:_anything>", methods=["GET", "POST", "PUT", "PATCH", "DELETE"])
     def unknown(_anything: str):
+        # This rule also catches a known path asked with the wrong method.
+        adapter = current_app.url_map.bind_to_environ(request.environ)
+        allowed = []
+        for method in ("GET", "POST"):
+            try:
+                endpoint, _ = adapter.match(request.path, method=method)
+            except HTTPException:
+                continue
+            if endpoint != "api.unknown":
+                allowed.append(method)
+        if allowed:
+            return error_response(
+                405,
+                "method_not_allowed",
+                f"{request.method} is not allowed here",
+                Allow=", ".join(allowed),
+            )
         return error_response(404, "not_found", f"no such endpoint: {request.path}")
 
     @bp.errorhandler(BadRequest)
@@ -133,7 +160,7 @@ def init_api(server: Flask, settings: Settings, limiter: Limiter) -> None:
 
     @server.errorhandler(429)
     def too_many(exc):
-        retry = str(getattr(exc, "retry_after", None) or 60)
+        retry = retry_after(exc)
         if request.path.startswith("/api/"):
             return error_response(
                 429,

@@ -27,6 +27,7 @@ from urllib.parse import quote
 
 import click
 from flask import Flask, current_app, g, jsonify, redirect, request
+from flask.cli import AppGroup
 from flask_jwt_extended import (
     JWTManager,
     create_access_token,
@@ -39,7 +40,7 @@ from flask_jwt_extended import (
     verify_jwt_in_request,
 )
 from flask_jwt_extended.exceptions import JWTExtendedException
-from flask_limiter import Limiter
+from flask_limiter import HeaderNames, Limiter
 from flask_limiter.util import get_remote_address
 from jwt.exceptions import PyJWTError
 
@@ -94,15 +95,24 @@ def issue_tokens(username: str) -> tuple[str, str]:
 
 
 def safe_next(target: str | None) -> str:
-    """Only same-site paths: never redirect to another host after login."""
+    """Only same-site paths: never redirect to another host after login.
+
+    Browsers drop tabs and newlines from URLs (``/<tab>/evil`` is ``//evil``),
+    so any whitespace or control character makes a target unsafe as well."""
     if (
         not target
         or not target.startswith("/")
         or target.startswith("//")
         or "\\" in target
+        or any(c.isspace() or not c.isprintable() for c in target)
     ):
         return "/"
     return target
+
+
+def login_limit(limiter: Limiter, settings: Settings):  # type: ignore[no-untyped-def]
+    """One budget of login attempts per client for /login and /api/token/ together."""
+    return limiter.shared_limit(settings.login_rate_limit, scope="login")
 
 
 def init_auth(server: Flask, settings: Settings) -> Limiter:
@@ -122,7 +132,13 @@ def init_auth(server: Flask, settings: Settings) -> Limiter:
     )
     jwt = JWTManager(server)
     limiter = Limiter(
-        get_remote_address, app=server, headers_enabled=True, storage_uri="memory://"
+        get_remote_address,
+        app=server,
+        headers_enabled=True,
+        # the limiter would add Retry-After to every answer; only 429 and 503
+        # answers carry it (set by their error handlers)
+        header_name_mapping={HeaderNames.RETRY_AFTER: "X-RateLimit-Retry-After"},
+        storage_uri="memory://",
     )
     store = UserStore(settings.users_db)
     server.extensions["users"] = store
@@ -242,7 +258,7 @@ def _login_routes(server: Flask, settings: Settings, limiter: Limiter) -> None:
         return page(safe_next(request.args.get("next")))
 
     @server.post("/login")
-    @limiter.limit(settings.login_rate_limit, scope="login")
+    @login_limit(limiter, settings)
     def login_submit():
         username = request.form.get("username", "")
         next_url = safe_next(request.form.get("next"))
@@ -271,7 +287,7 @@ def _login_routes(server: Flask, settings: Settings, limiter: Limiter) -> None:
         return response
 
 
-@click.group("users", help="Manage the users who may sign in.")
+@click.group("users", cls=AppGroup, help="Manage the users who may sign in.")
 def users_cli() -> None:
     pass
 

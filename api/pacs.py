@@ -25,6 +25,8 @@ from flask_jwt_extended import jwt_required
 
 from api import BadRequest
 from services import imaging
+from services.imagecache import compact
+from services.loader import BulkLoader, SeriesProgress, loader_stats
 from services.models import ImageRef
 from services.orthanc_ids import is_orthanc_id
 from services.pacs import Pacs, StudyQuery
@@ -38,6 +40,10 @@ IMMUTABLE = "private, max-age=31536000, immutable"
 
 def get_pacs() -> Pacs:
     return current_app.extensions["pacs"]
+
+
+def get_loader() -> BulkLoader:
+    return current_app.extensions["loader"]
 
 
 def uid(value: str, what: str) -> str:
@@ -79,6 +85,14 @@ def number(name: str) -> float | None:
 
 def frame_url(image: ImageRef) -> str:
     return f"/api/pacs/instances/{image.instance_id}/frames/{image.frame_index + 1}"
+
+
+def progress_body(study_uid: str, progress: list[SeriesProgress]) -> Response:
+    return jsonify(
+        studyUid=study_uid,
+        series=[p.as_json() for p in progress],
+        complete=all(p.state == "complete" for p in progress),
+    )
 
 
 def immutable(body: bytes, mimetype: str, etag: str, **headers: str) -> Response:
@@ -195,6 +209,25 @@ def register(bp: Blueprint) -> None:
                 )
         return jsonify(imageIds=ids, total=len(ids))
 
+    @bp.post("/pacs/studies/<study_uid>/prefetch/")
+    @jwt_required()
+    def prefetch(study_uid: str):
+        """Start (or re-check) the bulk load of every image of the study."""
+        study_uid = uid(study_uid, "studyUid")
+        return progress_body(study_uid, get_loader().prefetch(study_uid)), 202
+
+    @bp.get("/pacs/studies/<study_uid>/progress/")
+    @jwt_required()
+    def progress(study_uid: str):
+        study_uid = uid(study_uid, "studyUid")
+        return progress_body(study_uid, get_loader().progress(study_uid))
+
+    @bp.get("/loader/stats")
+    @jwt_required()
+    def stats():
+        ext = current_app.extensions
+        return jsonify(loader_stats(ext["pacs"], ext["loader"], ext.get("slots")))
+
     @bp.get("/pacs/instances/<instance_id>/file")
     @jwt_required()
     def instance_file(instance_id: str):
@@ -244,25 +277,18 @@ def register(bp: Blueprint) -> None:
         ):
             fmt = "png" if best == "image/png" else "jpeg"
             body = get_pacs().render_frame(instance_id, index, fmt=fmt)
-            return immutable(body, imaging.MIME[fmt], f"{instance_id}-{index}-{fmt}")
-        pixels = get_pacs().get_frame(instance_id, index)
+            response = immutable(
+                body, imaging.MIME[fmt], f"{instance_id}-{index}-{fmt}"
+            )
+            response.vary.add("Accept")
+            return response
+        data = compact(get_pacs().get_frame(instance_id, index))
         meta = get_pacs().get_instance_meta(instance_id)
-        if pixels.ndim == 3:
-            data, dtype = pixels.astype(np.uint8), "uint8"
-        elif (
-            pixels.size
-            and pixels.min() >= -32768
-            and pixels.max() <= 32767
-            and np.array_equal(pixels, np.round(pixels))
-        ):
-            data, dtype = pixels.astype("<i2"), "int16"
-        else:
-            data, dtype = pixels.astype("<f4"), "float32"
         headers = {
-            "X-Image-Rows": str(pixels.shape[0]),
-            "X-Image-Columns": str(pixels.shape[1]),
-            "X-Image-Dtype": dtype,
-            "X-Image-Samples": str(pixels.shape[2] if pixels.ndim == 3 else 1),
+            "X-Image-Rows": str(data.shape[0]),
+            "X-Image-Columns": str(data.shape[1]),
+            "X-Image-Dtype": data.dtype.name,  # int16 | float32 | uint8
+            "X-Image-Samples": str(data.shape[2] if data.ndim == 3 else 1),
             "X-Photometric": meta.photometric,
         }
         if meta.window_center is not None and meta.window_width is not None:

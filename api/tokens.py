@@ -14,7 +14,7 @@ from flask_jwt_extended import (
 from flask_limiter import Limiter
 
 from api import BadRequest, error_response
-from api.auth import AUTH_ERRORS, issue_tokens, users
+from api.auth import AUTH_ERRORS, issue_tokens, login_limit, users
 from settings import Settings
 
 
@@ -25,13 +25,27 @@ def json_body() -> dict:
     return body
 
 
+def text_field(body: dict, name: str) -> str | None:
+    """A string field that is valid text (JSON allows lone surrogates; we don't)."""
+    value = body.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise BadRequest(f"{name} must be a string")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise BadRequest(f"{name} is not valid text") from None
+    return value
+
+
 def register(bp: Blueprint, settings: Settings, limiter: Limiter) -> None:
     @bp.post("/token/")
-    @limiter.limit(settings.login_rate_limit, scope="login")
+    @login_limit(limiter, settings)
     def token():
         body = json_body()
-        username, password = body.get("username"), body.get("password")
-        if not isinstance(username, str) or not isinstance(password, str):
+        username, password = text_field(body, "username"), text_field(body, "password")
+        if username is None or password is None:
             raise BadRequest("username and password (strings) are required")
         if not users().authenticate(username, password):
             return error_response(401, "unauthorized", "wrong username or password")
@@ -44,9 +58,7 @@ def register(bp: Blueprint, settings: Settings, limiter: Limiter) -> None:
         cookie (CSRF-checked by flask-jwt-extended)."""
         body = request.get_json(silent=True)
         if isinstance(body, dict) and "refresh" in body:
-            token = body["refresh"]
-            if not isinstance(token, str):
-                raise BadRequest("refresh must be a string")
+            token = text_field(body, "refresh") or ""
             try:
                 payload = decode_token(token)
             except AUTH_ERRORS:
@@ -77,9 +89,10 @@ def register(bp: Blueprint, settings: Settings, limiter: Limiter) -> None:
         payload = get_jwt()
         users().revoke(payload["jti"], payload["exp"])
         body = request.get_json(silent=True)
-        if isinstance(body, dict) and isinstance(body.get("refresh"), str):
+        if isinstance(body, dict) and body.get("refresh") is not None:
+            other_token = text_field(body, "refresh") or ""
             try:
-                other = decode_token(body["refresh"])
+                other = decode_token(other_token)
                 if other["sub"] == payload["sub"]:
                     users().revoke(other["jti"], other["exp"])
             except AUTH_ERRORS:

@@ -1,27 +1,41 @@
-"""Home page: the studies in the PACS."""
+"""Home page: search the PACS for studies; a row opens the study."""
 
 from __future__ import annotations
 
 import dash
 import dash_bootstrap_components as dbc
-from dash import html
+from dash import Input, Output, callback, dcc, html
 
-from pages._shared import get_pacs
+from pages._shared import get_pacs, patient_name, study_date
+from services.models import PacsUnavailable
+from services.pacs import StudyQuery
 
 dash.register_page(__name__, path="/", title="Studies", name="Studies")
 
-
-def _date(value: str) -> str:
-    return f"{value[:4]}-{value[4:6]}-{value[6:]}" if len(value) == 8 else value or "—"
+MODALITIES = ["CT", "MR", "CR", "DX", "US", "NM", "PT", "XA", "MG", "OT"]
 
 
-def layout(**_query):
-    studies = get_pacs().find_studies()
+def results(studies) -> html.Div:
+    if not studies:
+        return dbc.Alert("No study matches.", color="secondary", id="studies-empty")
+    head = html.Thead(
+        html.Tr(
+            [
+                html.Th(h)
+                for h in ("Date", "Patient", "Patient ID", "Description", "Modalities")
+            ]
+            + [html.Th(h, className="text-end") for h in ("Series", "Images")]
+        )
+    )
     rows = [
         html.Tr(
             [
-                html.Td(_date(s.study_date)),
-                html.Td(s.patient_name or "—"),
+                html.Td(
+                    dcc.Link(study_date(s.study_date), href=f"/study/{s.study_uid}")
+                ),
+                html.Td(
+                    dcc.Link(patient_name(s.patient_name), href=f"/study/{s.study_uid}")
+                ),
                 html.Td(s.patient_id),
                 html.Td(s.study_description or "—"),
                 html.Td(", ".join(s.modalities)),
@@ -32,22 +46,77 @@ def layout(**_query):
         )
         for s in studies
     ]
-    head = html.Thead(
-        html.Tr(
-            [
-                html.Th(h)
-                for h in ("Date", "Patient", "Patient ID", "Description", "Modalities")
-            ]
-            + [html.Th(h, className="text-end") for h in ("Series", "Images")]
-        )
+    return dbc.Table(
+        [head, html.Tbody(rows)], hover=True, size="sm", id="studies-table"
     )
-    return html.Div(
+
+
+def layout(**_query):
+    form = dbc.Row(
         [
-            html.H4("Studies"),
-            dbc.Table(
-                [head, html.Tbody(rows)], hover=True, size="sm", id="studies-table"
-            )
-            if rows
-            else dbc.Alert("No studies in the PACS.", color="secondary"),
-        ]
+            dbc.Col(
+                dbc.Input(
+                    id="search-name",
+                    placeholder="Patient name (wildcards * ?)",
+                    debounce=True,
+                ),
+                md=3,
+            ),
+            dbc.Col(
+                dbc.Input(id="search-id", placeholder="Patient ID", debounce=True), md=2
+            ),
+            dbc.Col(
+                dcc.DatePickerRange(
+                    id="search-dates",
+                    display_format="YYYY-MM-DD",
+                    clearable=True,
+                    start_date_placeholder_text="From",
+                    end_date_placeholder_text="To",
+                ),
+                md="auto",
+            ),
+            dbc.Col(
+                dbc.Select(
+                    id="search-modality",
+                    options=[{"label": "Any modality", "value": ""}]
+                    + [{"label": m, "value": m} for m in MODALITIES],
+                    value="",
+                ),
+                md=2,
+            ),
+            dbc.Col(dbc.Button("Search", id="search-go", color="primary"), md="auto"),
+        ],
+        className="g-2 mb-3 align-items-center",
     )
+    return html.Div([html.H4("Studies"), form, html.Div(id="search-results")])
+
+
+@callback(
+    Output("search-results", "children"),
+    Input("search-go", "n_clicks"),
+    Input("search-name", "value"),
+    Input("search-id", "value"),
+    Input("search-modality", "value"),
+    Input("search-dates", "start_date"),
+    Input("search-dates", "end_date"),
+)
+def search(_clicks, name, patient_id, modality, start, end):
+    name = (name or "").strip()
+    if name and not name.endswith("*"):
+        name += "*"  # a prefix search, as people type it
+    query = StudyQuery(
+        patient_name=name,
+        patient_id=(patient_id or "").strip(),
+        date_from=(start or "").replace("-", ""),
+        date_to=(end or "").replace("-", ""),
+        modality=modality or "",
+        limit=100,
+    )
+    try:
+        return results(get_pacs().find_studies(query))
+    except PacsUnavailable:
+        return dbc.Alert(
+            "The PACS does not answer right now; try again shortly.",
+            color="danger",
+            id="studies-error",
+        )

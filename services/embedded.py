@@ -33,6 +33,7 @@ from . import imaging, orthanc_ids
 from .imaging import ImageFormat, SliceKey
 from .imaging import text as _text
 from .models import (
+    DecodeError,
     ImageRef,
     InstanceMeta,
     NotFound,
@@ -300,6 +301,12 @@ class EmbeddedStore:
             ]
         )
 
+    def series_images(self, study_uid: str) -> dict[str, list[ImageRef]]:
+        return {
+            s.series_uid: self.list_images(study_uid, s.series_uid)
+            for s in self.list_series(study_uid)
+        }
+
     def _path(self, instance_id: str) -> Path:
         rows = self._instances("instance_id = ?", (instance_id,))
         if not rows:
@@ -316,9 +323,10 @@ class EmbeddedStore:
 
     def get_frame(self, instance_id: str, frame_index: int = 0) -> np.ndarray:
         path = self._path(instance_id)
-        return imaging.decode_frame(
-            path, frame_index, f"{path} (instance {instance_id})"
-        )
+        try:
+            return imaging.decode_frame(path, frame_index, f"instance {instance_id}")
+        except DecodeError as exc:  # name the file (for logs; the API says less)
+            raise DecodeError(f"{path} (instance {instance_id})", exc.reason) from exc
 
     def render_frame(
         self,

@@ -16,7 +16,7 @@ import numpy as np
 import pydicom
 from PIL import Image
 from pydicom.dataset import Dataset
-from pydicom.pixels import apply_modality_lut, pixel_array
+from pydicom.pixels import apply_modality_lut, iter_pixels
 from pydicom.uid import DeflatedExplicitVRLittleEndian
 
 from .models import DecodeError, ImageRef, InstanceMeta, NotFound
@@ -65,7 +65,7 @@ def display_order(slices: Sequence[SliceKey]) -> list[ImageRef]:
     normal (cross product of the first instance's orientation vectors), then by
     InstanceNumber, then by SOPInstanceUID; instances without geometry sort by
     InstanceNumber after those with it. Each frame of a multi-frame instance is
-    one image, in frame order.
+    one image, in frame order; instances without frames give no image.
     """
     normal = None
     for s in slices:
@@ -89,41 +89,56 @@ def display_order(slices: Sequence[SliceKey]) -> list[ImageRef]:
 
     images: list[ImageRef] = []
     for s in sorted(slices, key=key):
-        for frame in range(max(1, s.number_of_frames)):
+        for frame in range(s.number_of_frames):  # 0 for SR, PR and the like
             images.append(
                 ImageRef(len(images) + 1, s.instance_id, s.instance_uid, frame)
             )
     return images
 
 
-def decode_frame(source: Path | io.BytesIO, frame_index: int, name: str) -> np.ndarray:
-    """Decode one frame of a DICOM file with pydicom (and the pylibjpeg plugins).
+def decode_frames(
+    source: Path | io.BytesIO, name: str, indices: Sequence[int] | None = None
+) -> list[np.ndarray]:
+    """Decode frames of a DICOM file with pydicom (and the pylibjpeg plugins).
 
-    Returns what :meth:`services.pacs.Pacs.get_frame` promises: float32 after
-    the modality LUT for grey images, uint8 RGB for colour. Raises ``NotFound``
-    for a frame the file does not have and ``DecodeError`` (naming ``name``)
-    for anything the decoders cannot read.
+    Each frame is what :meth:`services.pacs.Pacs.get_frame` promises: float32
+    after the modality LUT for grey images, uint8 RGB for colour. ``indices``
+    picks frames (all when None). Raises ``NotFound`` for a frame the file
+    does not have and ``DecodeError`` (naming ``name``) for anything the
+    decoders cannot read.
     """
     try:
         header = pydicom.dcmread(source, stop_before_pixels=True)
-        frames = parse_int(header.get("NumberOfFrames")) or 1
-        if not 0 <= frame_index < frames:
-            raise NotFound(f"{name} has {frames} frame(s); no frame {frame_index + 1}")
+        count = parse_int(header.get("NumberOfFrames")) or 1
+        wanted = list(range(count)) if indices is None else list(indices)
+        missing = [i for i in wanted if not 0 <= i < count]
+        if missing:
+            raise NotFound(f"{name} has {count} frame(s); no frame {missing[0] + 1}")
         if isinstance(source, io.BytesIO):
             source.seek(0)
         syntax = header.file_meta.get("TransferSyntaxUID")
-        if syntax == DeflatedExplicitVRLittleEndian:
-            # pixel_array() on a file cannot inflate; decode from a dataset then
-            pixels = pixel_array(pydicom.dcmread(source), index=frame_index)
-        else:  # decodes only the frame asked for
-            pixels = pixel_array(source, index=frame_index)
+        # pydicom cannot inflate a file while streaming it: read it whole then
+        src = (
+            pydicom.dcmread(source)
+            if syntax == DeflatedExplicitVRLittleEndian
+            else source
+        )
+        frames = list(iter_pixels(src, indices=wanted))
     except NotFound:
         raise
     except Exception as exc:  # every decoder failure becomes one typed error
         raise DecodeError(name, f"{type(exc).__name__}: {exc}") from exc
-    if pixels.ndim == 3:  # colour: RGB (pydicom converts YBR)
-        return pixels.astype(np.uint8, copy=False)
-    return np.asarray(apply_modality_lut(pixels, header), dtype=np.float32)
+    return [
+        frame.astype(np.uint8, copy=False)  # colour: RGB (pydicom converts YBR)
+        if frame.ndim == 3
+        else np.asarray(apply_modality_lut(frame, header), dtype=np.float32)
+        for frame in frames
+    ]
+
+
+def decode_frame(source: Path | io.BytesIO, frame_index: int, name: str) -> np.ndarray:
+    """One frame of a DICOM file (see :func:`decode_frames`)."""
+    return decode_frames(source, name, [frame_index])[0]
 
 
 def default_window(pixels: np.ndarray) -> tuple[float, float]:

@@ -29,6 +29,7 @@ from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 import numpy as np
 import requests
@@ -136,7 +137,15 @@ class OrthancClient:
         breaker: CircuitBreaker | None = None,
         slot: Callable[[], AbstractContextManager[Any]] | None = None,
     ) -> None:
-        self.url = url.rstrip("/")
+        # Credentials in the URL (http://user:pw@host) move to the session, so
+        # that no message or log line ever shows them.
+        parts = urlsplit(url.rstrip("/"))
+        if parts.username and not username:
+            username, password = unquote(parts.username), unquote(parts.password or "")
+        netloc = parts.hostname or ""
+        if parts.port:
+            netloc += f":{parts.port}"
+        self.url = urlunsplit((parts.scheme, netloc, parts.path, "", ""))
         self.timeout = timeout
         self.session = session or self._build_session(
             cache_dir, max_in_flight, retries, backoff
@@ -172,6 +181,8 @@ class OrthancClient:
                     "*/series/*": 5,
                 },
                 allowable_methods=("GET",),
+                wal=True,  # readers never wait for the writer (many threads)
+                busy_timeout=30_000,
             )
         else:
             session = requests.Session()
@@ -321,9 +332,10 @@ class OrthancClient:
             self._json(f"/studies/{study_id}", f"study {study_uid}")
         )
 
-    def list_series(
-        self, study_uid: str, *, study_id: str | None = None
-    ) -> list[SeriesSummary]:
+    def _study_listing(
+        self, study_uid: str, study_id: str | None = None
+    ) -> list[tuple[SeriesSummary, list[dict[str, Any]]]]:
+        """The study's series (sorted) with their instances: two requests."""
         study_id = study_id or self._lookup(study_uid, "Study")
         series = self._json(f"/studies/{study_id}/series", f"study {study_uid}")
         instances = self._json(f"/studies/{study_id}/instances", f"study {study_uid}")
@@ -335,21 +347,29 @@ class OrthancClient:
             tags = s["MainDicomTags"]
             modality = tags.get("Modality", "").rstrip()
             members = by_series.get(s["ID"], [])
-            out.append(
-                SeriesSummary(
-                    series_uid=tags["SeriesInstanceUID"],
-                    series_id=s["ID"],
-                    study_uid=study_uid,
-                    series_number=imaging.parse_int(tags.get("SeriesNumber")),
-                    series_description=tags.get("SeriesDescription", "").rstrip(),
-                    modality=modality,
-                    image_count=sum(
-                        _frames(i["MainDicomTags"], modality) for i in members
-                    ),
-                    instance_count=len(members),
-                )
+            summary = SeriesSummary(
+                series_uid=tags["SeriesInstanceUID"],
+                series_id=s["ID"],
+                study_uid=study_uid,
+                series_number=imaging.parse_int(tags.get("SeriesNumber")),
+                series_description=tags.get("SeriesDescription", "").rstrip(),
+                modality=modality,
+                image_count=sum(_frames(i["MainDicomTags"], modality) for i in members),
+                instance_count=len(members),
             )
-        return sorted(out, key=series_sort_key)
+            out.append((summary, members))
+        return sorted(out, key=lambda pair: series_sort_key(pair[0]))
+
+    def list_series(
+        self, study_uid: str, *, study_id: str | None = None
+    ) -> list[SeriesSummary]:
+        return [s for s, _ in self._study_listing(study_uid, study_id)]
+
+    def series_images(self, study_uid: str) -> dict[str, list[ImageRef]]:
+        return {
+            s.series_uid: _display_order(members, s.modality)
+            for s, members in self._study_listing(study_uid)
+        }
 
     def list_images(self, study_uid: str, series_uid: str) -> list[ImageRef]:
         series_id = self._lookup(series_uid, "Series")
@@ -359,25 +379,7 @@ class OrthancClient:
             raise NotFound(f"series {series_uid} not found in study {study_uid}")
         modality = series["MainDicomTags"].get("Modality", "").rstrip()
         instances = self._json(f"/series/{series_id}/instances", f"series {series_uid}")
-        return imaging.display_order(
-            [
-                SliceKey(
-                    instance_id=i["ID"],
-                    instance_uid=i["MainDicomTags"].get("SOPInstanceUID", ""),
-                    instance_number=imaging.parse_int(
-                        i["MainDicomTags"].get("InstanceNumber")
-                    ),
-                    image_position=imaging.parse_floats(
-                        i["MainDicomTags"].get("ImagePositionPatient")
-                    ),  # type: ignore[arg-type]
-                    image_orientation=imaging.parse_floats(
-                        i["MainDicomTags"].get("ImageOrientationPatient")
-                    ),
-                    number_of_frames=_frames(i["MainDicomTags"], modality),
-                )
-                for i in instances
-            ]
-        )
+        return _display_order(instances, modality)
 
     def get_instance_meta(self, instance_id: str) -> InstanceMeta:
         # Instances never change: remember their tags (bounded, most recent kept).
@@ -449,6 +451,25 @@ class OrthancClient:
         return imaging.encode(
             imaging.to_8bit(pixels, center, width, meta.photometric), fmt, size, quality
         )
+
+
+def _display_order(instances: list[dict[str, Any]], modality: str) -> list[ImageRef]:
+    keys = []
+    for i in instances:
+        tags = i["MainDicomTags"]
+        keys.append(
+            SliceKey(
+                instance_id=i["ID"],
+                instance_uid=tags.get("SOPInstanceUID", ""),
+                instance_number=imaging.parse_int(tags.get("InstanceNumber")),
+                image_position=imaging.parse_floats(tags.get("ImagePositionPatient")),  # type: ignore[arg-type]
+                image_orientation=imaging.parse_floats(
+                    tags.get("ImageOrientationPatient")
+                ),
+                number_of_frames=_frames(tags, modality),
+            )
+        )
+    return imaging.display_order(keys)
 
 
 def _orthanc_error(resp: requests.Response) -> dict[str, str]:

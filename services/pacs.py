@@ -16,9 +16,11 @@ which one they talk to::
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -75,6 +77,11 @@ class Pacs(Protocol):
         """The series' images in display order (see ``imaging.display_order``)."""
         ...
 
+    def series_images(self, study_uid: str) -> dict[str, list[ImageRef]]:
+        """Every series of the study (in ``list_series`` order) with its images
+        in display order, in one go (no images for SR and the like)."""
+        ...
+
     def get_instance_meta(self, instance_id: str) -> InstanceMeta:
         """Geometry, window and rescale tags of one instance."""
         ...
@@ -117,9 +124,11 @@ def open_pacs(
     dicom_dir: str | Path = "",
     cache_dir: str | Path = "",
     max_in_flight: int = 5,
+    slot: Callable[[], AbstractContextManager[Any]] | None = None,
 ) -> Pacs:
     """Build the configured backend: Orthanc when ``orthanc_url`` is set, else
-    the embedded store on ``dicom_dir``."""
+    the embedded store on ``dicom_dir``. ``slot`` wraps every request to
+    Orthanc (a machine-wide cap such as ``coordination.SharedSlots``)."""
     if orthanc_url:
         from .orthanc import OrthancClient
 
@@ -129,6 +138,7 @@ def open_pacs(
             password=orthanc_password,
             cache_dir=cache_dir or None,
             max_in_flight=max_in_flight,
+            slot=slot,
         )
     from .embedded import EmbeddedStore
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import threading
 
 import pytest
 
@@ -12,6 +13,7 @@ from scripts.orthanc_local import LocalOrthanc, ensure_installed
 from services.embedded import EmbeddedStore
 from services.orthanc import OrthancClient
 from tests.corpus import Corpus, build_corpus
+from tests.proxy import CountingProxy
 
 
 @pytest.fixture(scope="session")
@@ -52,24 +54,48 @@ def pacs(request):
 
 
 @pytest.fixture(scope="session")
-def dash_app(tmp_path_factory):
-    """The real app (``app.py``) on the embedded store with its demo study.
+def app_proxy(orthanc_server):
+    """The counting proxy between the browser-tested app and the real Orthanc."""
+    with CountingProxy(orthanc_server.url) as proxy:
+        yield proxy
+
+
+@pytest.fixture(scope="session")
+def dash_app(tmp_path_factory, orthanc_server, app_proxy):
+    """The real app (``app.py``) on the real Orthanc (through ``app_proxy``).
 
     Dash registers callbacks process-wide, so the app is built once per test
     session, from the environment exactly as ``python app.py`` would be."""
+    from api.auth import DEMO_USER
+
     root = tmp_path_factory.mktemp("app")
     os.environ.update(
-        DICOM_DIR=str(root / "dicom"),
+        ORTHANC_URL=app_proxy.url,
+        ORTHANC_USERNAME=orthanc_server.auth[0],
+        ORTHANC_PASSWORD=orthanc_server.auth[1],
         CACHE_DIR=str(root / "cache"),
         USERS_DB=str(root / "users.sqlite"),
-        DEMO_STUDY="1",
+        ADMIN_USERNAME=DEMO_USER[0],
+        ADMIN_PASSWORD=DEMO_USER[1],
         LOGIN_RATE_LIMIT="1000 per minute",
     )
-    for name in ("ORTHANC_URL", "ORTHANC_USERNAME", "ORTHANC_PASSWORD"):
-        os.environ.pop(name, None)
     import app as app_module
 
     return app_module.app
+
+
+@pytest.fixture
+def fresh_app_state(dash_app, app_proxy):
+    """Empty server caches, loader queue and proxy counters before a test."""
+    ext = dash_app.server.extensions
+    ext["loader"].stop()
+    ext["pacs"].images.clear()
+    ext["state"].clear()
+    app_proxy.reset()
+    ext["loader"].start()
+    yield
+    app_proxy.delay = 0.0
+    app_proxy.fail_paths.clear()
 
 
 def pytest_setup_options():
@@ -91,16 +117,87 @@ def pytest_setup_options():
     return options
 
 
-def sign_in(dash_duo, dash_app, path: str = "/") -> None:
-    """Start the app, go to ``path`` and sign in as the demo user through the
-    real login form; waits until Dash has rendered the page."""
+@pytest.fixture(scope="session")
+def live_app(dash_app):
+    """The app served over real HTTP for the browser tests, for the session.
+
+    (dash_duo's own runner stops its server by raising SystemExit in every
+    thread the app started, which can cut a SQLite transaction in half and
+    leave the shared state locked; a server of our own is stopped cleanly.)"""
+    from werkzeug.serving import make_server
+
+    server = make_server("127.0.0.1", 0, dash_app.server, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_port}"
+    server.shutdown()
+
+
+def sign_in(dash_br, live_app: str, path: str = "/") -> None:
+    """Go to ``path`` and sign in as the demo user through the real login
+    form; waits until Dash has rendered the page we came for."""
     from api.auth import DEMO_USER
 
-    dash_duo.start_server(dash_app, navigate=False)
-    dash_duo.driver.get(dash_duo.server.url + path)
-    dash_duo.wait_for_element("#login-form", timeout=10)
-    dash_duo.find_element("#username").send_keys(DEMO_USER[0])
-    dash_duo.find_element("#password").send_keys(DEMO_USER[1])
-    dash_duo.find_element("#login-submit").click()
-    dash_duo.wait_for_element("#react-entry-point", timeout=10)
-    assert dash_duo.driver.current_url == dash_duo.server.url + path  # came back
+    dash_br.driver.get(live_app + path)
+    dash_br.wait_for_element("#login-form", timeout=10)
+    dash_br.find_element("#username").send_keys(DEMO_USER[0])
+    dash_br.find_element("#password").send_keys(DEMO_USER[1])
+    dash_br.find_element("#login-submit").click()
+    dash_br.wait_for_element("#react-entry-point", timeout=10)
+    assert dash_br.driver.current_url == live_app + path  # came back
+
+
+# -- REST API servers (tests/test_api.py, tests/test_api_security.py) ------------
+# Flask servers from ``app.create_server`` (no Dash), so several can coexist.
+
+API_ADMIN = ("alice", "alice-password-1")
+
+
+@pytest.fixture(scope="session")
+def api_settings(tmp_path_factory):
+    """A factory of Settings for API servers: own cache and users files, alice as
+    admin, limits high enough that only the rate-limit tests ever meet them."""
+    from settings import Settings
+
+    def make(**overrides) -> Settings:
+        root = tmp_path_factory.mktemp("api")
+        values = dict(
+            cache_dir=root / "cache",
+            users_db=root / "u.sqlite",
+            admin_username=API_ADMIN[0],
+            admin_password=API_ADMIN[1],
+            login_rate_limit="1000 per minute",
+            api_rate_limit="100000 per minute",
+        )
+        values.update(overrides)
+        return Settings(**values)
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def orthanc_api(orthanc_server, api_settings):
+    """The API on the real Orthanc loaded with the corpus."""
+    from app import create_server
+
+    return create_server(
+        api_settings(
+            orthanc_url=orthanc_server.url,
+            orthanc_username=orthanc_server.auth[0],
+            orthanc_password=orthanc_server.auth[1],
+        )
+    )
+
+
+@pytest.fixture(scope="session")
+def embedded_api(corpus, api_settings):
+    """The API on the embedded store over the same corpus files."""
+    from app import create_server
+
+    return create_server(api_settings(dicom_dir=corpus.root, demo_study=False))
+
+
+@pytest.fixture(params=["orthanc", "embedded"])
+def api_server(request):
+    """Each API test runs once per backend with the same assertions."""
+    return request.getfixturevalue(f"{request.param}_api")

@@ -19,7 +19,7 @@ import pydicom
 import pydicom.data
 from pydicom.uid import generate_uid
 
-from services.demo import GeneratedStudy, generate_study
+from services.demo import GeneratedStudy, generate_study, many_series_specs
 from settings import ROOT
 
 SHARED_DATA = ROOT.parent / "shared" / "data"
@@ -64,6 +64,7 @@ def package_file(name: str) -> Path:
 class Corpus:
     root: Path
     demo: GeneratedStudy
+    big: GeneratedStudy  # 20 series
     codecs_study_uid: str
     broken_study_uid: str
     # SOPInstanceUID -> (source file on disk in root, series description)
@@ -98,6 +99,15 @@ def _relabel(
 def build_corpus(root: Path) -> Corpus:
     root.mkdir(parents=True, exist_ok=True)
     demo = generate_study(root / "demo")
+    big = generate_study(
+        root / "big",
+        many_series_specs(20),
+        patient_name="TWENTY^SERIES",
+        patient_id="DEMO0020",
+        accession="DEMO0020",
+        study_date="20250610",
+        seed=20,
+    )
     for name in ("ge-head-ct", "ge-mprage-mr"):
         shutil.copytree(SHARED_DATA / name, root / "shared" / name)
 
@@ -134,6 +144,7 @@ def build_corpus(root: Path) -> Corpus:
     return Corpus(
         root,
         demo,
+        big,
         codecs_uid,
         broken_uid,
         codec_files,

@@ -4,7 +4,8 @@ It forwards every request to a real upstream (Orthanc) and records how many
 were in flight at once, so a test can check the cap on the wire rather than
 trusting the client's own counters. ``faults`` is a queue of canned answers
 (status, headers) served instead of forwarding, for retry and backoff tests;
-``delay`` slows every forwarded request.
+``fail_paths`` maps a path to a status answered every time; ``delay`` slows
+every forwarded request.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ class CountingProxy:
         self.upstream = upstream.rstrip("/")
         self.delay = delay
         self.faults: deque[tuple[int, dict[str, str]]] = deque()
+        self.fail_paths: dict[str, int] = {}  # path -> status, answered every time
         self.lock = threading.Lock()
         self.in_flight = 0
         self.max_in_flight = 0
@@ -33,6 +35,13 @@ class CountingProxy:
         self._server.daemon_threads = True
         self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    def reset(self) -> None:
+        with self.lock:
+            self.max_in_flight = self.in_flight
+            self.forwarded = self.answered_faults = 0
+            self.paths.clear()
+            self.faults.clear()
 
     def __enter__(self) -> CountingProxy:
         self._thread.start()
@@ -55,7 +64,11 @@ class CountingProxy:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else None
                 with proxy.lock:
-                    fault = proxy.faults.popleft() if proxy.faults else None
+                    path = self.path.split("?", 1)[0]
+                    if path in proxy.fail_paths:
+                        fault = (proxy.fail_paths[path], {})
+                    else:
+                        fault = proxy.faults.popleft() if proxy.faults else None
                     if fault:
                         proxy.answered_faults += 1
                     else:

@@ -37,7 +37,7 @@ def test_pacs001_find_studies_lists_every_study(pacs, corpus):
     uids = {s.study_uid for s in pacs.find_studies()}
     assert corpus.demo.study_uid in uids
     assert {corpus.codecs_study_uid, corpus.broken_study_uid} <= uids
-    assert len(uids) == 7  # demo, codecs, broken, shared CT and MR, 2 odd ids
+    assert len(uids) == 8  # demo, 20 series, codecs, broken, shared CT, MR, 2 odd ids
 
 
 def test_pacs002_find_studies_filters(pacs, corpus):
@@ -118,6 +118,15 @@ def test_pacs021_real_series_ordered_along_the_normal(pacs, corpus):
         # the MR files' names are not in slice order; the order is not by name
         numbers = [int(m.extra["InstanceNumber"]) for m in metas]
         assert numbers in (sorted(numbers), sorted(numbers, reverse=True))
+
+
+def test_pacs024_series_images_in_one_go(pacs, corpus):
+    for study_uid in (corpus.demo.study_uid, corpus.codecs_study_uid):
+        together = pacs.series_images(study_uid)
+        series = pacs.list_series(study_uid)
+        assert list(together) == [s.series_uid for s in series]
+        for s in series:
+            assert together[s.series_uid] == pacs.list_images(study_uid, s.series_uid)
 
 
 def test_pacs022_multiframe_frames_are_images(pacs, corpus):

@@ -1,0 +1,1 @@
+"""Layout building blocks shared by pages (pure functions and AIO components)."""

@@ -1,0 +1,186 @@
+"""Coordination between the processes of one machine, on a shared diskcache.
+
+Every gunicorn worker, background process and notebook that opens the same
+folder shares these primitives (diskcache is SQLite underneath, safe across
+threads and processes):
+
+- :class:`SharedSlots`: at most ``limit`` holders at once, machine-wide: the
+  global cap on requests in flight to Orthanc.
+- :class:`KeyLock`: one holder per key: "fetch this image once" (single flight).
+- :class:`Lease`: one leader among processes (the bulk loader's scheduler).
+- :class:`Counters`: shared counters and per-second rates for the live panel.
+
+Everything held is a *lease* with an expiry, so a process that dies holding a
+slot or a lock frees it after ``lease`` seconds instead of blocking for ever.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import diskcache
+
+
+def open_state(directory: str | Path) -> diskcache.Cache:
+    """The shared state cache (small values; no eviction needed)."""
+    return diskcache.Cache(str(directory), timeout=60, eviction_policy="none")
+
+
+def _token() -> str:
+    return f"{os.getpid()}-{threading.get_ident()}-{random.random():.12f}"
+
+
+class SharedSlots:
+    """A machine-wide counting semaphore of ``limit`` leased slots."""
+
+    def __init__(
+        self,
+        cache: diskcache.Cache,
+        name: str = "orthanc",
+        limit: int = 5,
+        lease: float = 120.0,
+        poll: float = 0.002,
+    ) -> None:
+        self.cache, self.name, self.limit = cache, name, limit
+        self.lease, self.poll = lease, poll
+        self.counters = Counters(cache, name)
+        # Threads of this process queue here first, so that at most ``limit``
+        # of them poll the shared slots (polling writes to SQLite).
+        self._local = threading.BoundedSemaphore(limit)
+
+    def _key(self, i: int) -> str:
+        return f"slot:{self.name}:{i}"
+
+    def acquire(self, timeout: float | None = None) -> tuple[str, str]:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        if not self._local.acquire(timeout=timeout):
+            raise TimeoutError(f"no free {self.name} slot within {timeout} s")
+        token = _token()
+        delay = self.poll
+        try:
+            while True:
+                for i in random.sample(range(self.limit), self.limit):
+                    key = self._key(i)
+                    # a read first: only a slot that looks free costs a write
+                    if key not in self.cache and self.cache.add(
+                        key, token, expire=self.lease
+                    ):
+                        self.counters.tick("requests")
+                        self.counters.note_max("in_flight_max", self.in_use())
+                        return key, token
+                if deadline is not None and time.monotonic() > deadline:
+                    raise TimeoutError(f"no free {self.name} slot within {timeout} s")
+                time.sleep(delay)
+                delay = min(delay * 1.5, 0.02)
+        except BaseException:
+            self._local.release()
+            raise
+
+    def release(self, held: tuple[str, str]) -> None:
+        key, token = held
+        try:
+            with self.cache.transact():
+                if self.cache.get(key) == token:
+                    self.cache.delete(key)
+        finally:
+            self._local.release()
+
+    def in_use(self) -> int:
+        return sum(1 for i in range(self.limit) if self._key(i) in self.cache)
+
+    @contextmanager
+    def __call__(self) -> Iterator[None]:
+        held = self.acquire()
+        try:
+            yield
+        finally:
+            self.release(held)
+
+
+class KeyLock:
+    """Leased per-key locks: ``with locks("frame:abc"):``."""
+
+    def __init__(
+        self, cache: diskcache.Cache, lease: float = 120.0, poll: float = 0.002
+    ) -> None:
+        self.cache, self.lease, self.poll = cache, lease, poll
+
+    @contextmanager
+    def __call__(self, key: str) -> Iterator[None]:
+        token, name, delay = _token(), f"lock:{key}", self.poll
+        while not self.cache.add(name, token, expire=self.lease):
+            time.sleep(delay)
+            delay = min(delay * 1.5, 0.05)
+        try:
+            yield
+        finally:
+            with self.cache.transact():
+                if self.cache.get(name) == token:
+                    self.cache.delete(name)
+
+
+class Lease:
+    """Leader election: ``held()`` is True for one process at a time."""
+
+    def __init__(self, cache: diskcache.Cache, name: str, ttl: float = 10.0) -> None:
+        self.cache, self.key, self.ttl = cache, f"lease:{name}", ttl
+        self.token = _token()
+
+    def held(self) -> bool:
+        """Take or renew the lease; True when this process holds it."""
+        with self.cache.transact():
+            owner = self.cache.get(self.key)
+            if owner in (None, self.token):
+                self.cache.set(self.key, self.token, expire=self.ttl)
+                return True
+            return False
+
+    def give_up(self) -> None:
+        with self.cache.transact():
+            if self.cache.get(self.key) == self.token:
+                self.cache.delete(self.key)
+
+
+class Counters:
+    """Shared counters, maxima and per-second rates under one prefix."""
+
+    def __init__(self, cache: diskcache.Cache, prefix: str) -> None:
+        self.cache, self.prefix = cache, prefix
+
+    def add(self, name: str, delta: int = 1) -> None:
+        self.cache.incr(f"count:{self.prefix}:{name}", delta, default=0)
+
+    def tick(self, name: str, delta: int = 1) -> None:
+        """Count an event in the current second (kept two minutes) and in total."""
+        key = f"rate:{self.prefix}:{name}:{int(time.time())}"
+        self.cache.add(key, 0, expire=120)  # incr keeps the expiry set here
+        self.cache.incr(key, delta)
+        self.add(name, delta)
+
+    def note_max(self, name: str, value: int) -> None:
+        key = f"count:{self.prefix}:{name}"
+        with self.cache.transact():
+            if value > self.cache.get(key, 0):
+                self.cache.set(key, value)
+
+    def get(self, name: str) -> int:
+        return int(self.cache.get(f"count:{self.prefix}:{name}", 0))
+
+    def rate(self, name: str, seconds: int = 5) -> float:
+        """Events per second over the last ``seconds`` full seconds."""
+        now = int(time.time())
+        total = sum(
+            self.cache.get(f"rate:{self.prefix}:{name}:{s}", 0)
+            for s in range(now - seconds, now)
+        )
+        return total / seconds
+
+    def reset(self, *names: str) -> None:
+        for name in names:
+            self.cache.delete(f"count:{self.prefix}:{name}")

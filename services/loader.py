@@ -1,0 +1,415 @@
+"""The bulk loader: fetches every image of the requested studies into the
+server-side cache in the background, the series being viewed first.
+
+Any process may ask (:meth:`BulkLoader.prefetch`, :meth:`focus`, :meth:`retry`)
+and read progress (:meth:`progress`); requests and progress live in the shared
+state cache. One process at a time (the holder of a lease, see
+:class:`~services.coordination.Lease`) schedules and runs the fetches on a few
+worker threads; if it dies another takes over within the lease's time.
+
+Priority, re-evaluated before every fetch: the focused series (the one a
+viewer shows), nearest images to the current one first; then the other series
+of the studies whose pages are open, in series order; then every other
+requested study, oldest request first.
+
+Failures: a PACS that does not answer (circuit breaker open, connection
+refused) pauses loading with backoff and resumes when it answers, costing the
+images nothing; other errors are retried with exponential backoff and jitter
+up to ``max_attempts``; an image that cannot be decoded fails at once. Failed
+images are listed per series and :meth:`retry` puts them back in the queue.
+
+# Developer notes
+- Progress is counted from per-image "done" markers added atomically, so two
+  workers (or processes) finishing the same image count it once, and
+  :meth:`prefetch` re-checks a finished series against the image cache (an
+  image evicted since is loaded again and not counted meanwhile).
+- The global cap of 5 requests in flight is not the loader's business: it is
+  enforced under every PACS request (:class:`~services.coordination.SharedSlots`).
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+
+import diskcache
+
+from .coordination import Counters, Lease, SharedSlots
+from .imagecache import CachingPacs
+from .models import DecodeError, ImageRef, NotFound, PacsError, PacsUnavailable
+
+log = logging.getLogger(__name__)
+
+VISIBLE_FOR = 15.0  # seconds a study page counts as open after its last poll
+FOCUS_FOR = 120.0  # seconds a focused series keeps top priority
+
+
+@dataclass
+class SeriesProgress:
+    series_uid: str
+    loaded: int
+    total: int
+    failed: list[int] = field(default_factory=list)  # image numbers
+    state: str = "queued"  # queued | loading | complete | error | waiting
+    error: str = ""
+
+    def as_json(self) -> dict:
+        d = asdict(self)
+        return {
+            "seriesUid": d["series_uid"],
+            "loaded": d["loaded"],
+            "total": d["total"],
+            "failed": len(d["failed"]),
+            "failedImages": d["failed"],
+            "state": d["state"],
+            "error": d["error"],
+        }
+
+
+@dataclass(frozen=True)
+class Task:
+    study_uid: str
+    series_uid: str
+    image: ImageRef
+
+    @property
+    def key(self) -> tuple[str, str, int]:
+        return (self.study_uid, self.series_uid, self.image.image_number)
+
+
+class BulkLoader:
+    """Requests and progress in ``state``; fetches through ``pacs``.
+
+    Parameters
+    ----------
+    pacs
+        The caching PACS: a loaded image is one in its cache.
+    state
+        The shared coordination cache.
+    workers
+        Fetching threads in the leading process (the PACS cap still applies).
+    max_attempts
+        Tries per image for errors other than "PACS unavailable".
+    backoff
+        First retry delay in seconds; doubles per attempt, with jitter.
+    """
+
+    def __init__(
+        self,
+        pacs: CachingPacs,
+        state: diskcache.Cache,
+        *,
+        workers: int = 4,
+        max_attempts: int = 4,
+        backoff: float = 0.5,
+    ) -> None:
+        self.pacs, self.state = pacs, state
+        self.workers = workers
+        self.max_attempts = max_attempts
+        self.backoff = backoff
+        self.stats = Counters(state, "loader")
+        self.lease = Lease(state, "bulk-loader")
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._wake = threading.Event()
+        self._start_lock = threading.Lock()
+        # image -> (attempts, next try): only the leading process fetches
+        self._attempts: dict[tuple[str, str, int], tuple[int, float]] = {}
+
+    # -- requests (any process) ---------------------------------------------------
+
+    def prefetch(self, study_uid: str) -> list[SeriesProgress]:
+        """Queue every image of the study (idempotent) and return its progress."""
+        series = self._image_series(study_uid)  # NotFound for unknown studies
+        with self.state.transact():
+            jobs = self.state.get("jobs", {})
+            jobs.setdefault(study_uid, time.time())
+            self.state.set("jobs", jobs)
+        for series_uid, images in series.items():
+            self._revalidate(study_uid, series_uid, images)
+        self._bump()
+        return self.progress(study_uid)
+
+    def touch(self, study_uid: str) -> None:
+        """The study's page is open (called by its progress poll)."""
+        self.state.set(f"seen:{study_uid}", time.time(), expire=VISIBLE_FOR * 4)
+
+    def focus(self, study_uid: str, series_uid: str, image_index: int = 0) -> None:
+        """Load this series first, outward from ``image_index`` (0-based)."""
+        self.state.set("focus", (study_uid, series_uid, image_index, time.time()))
+        self._bump()
+
+    def retry(self, study_uid: str, series_uid: str) -> None:
+        """Put the series' failed images back in the queue."""
+        key = f"progress:{study_uid}:{series_uid}"
+        with self.state.transact():
+            entry = self.state.get(key)
+            if entry:
+                entry.update(failed=[], error="")
+                self.state.set(key, entry)
+        self._bump()
+
+    def progress(self, study_uid: str) -> list[SeriesProgress]:
+        """Per image series, in the study's series order."""
+        out = []
+        for series_uid, images in self._image_series(study_uid).items():
+            entry = self.state.get(f"progress:{study_uid}:{series_uid}") or {}
+            loaded = min(entry.get("loaded", 0), len(images))
+            failed = entry.get("failed", [])
+            if loaded == len(images):
+                state = "complete"
+            elif failed and loaded + len(failed) >= len(images):
+                state = "error"
+            elif entry.get("waiting"):
+                state = "waiting"
+            elif loaded or entry.get("started"):
+                state = "loading"
+            else:
+                state = "queued"
+            out.append(
+                SeriesProgress(
+                    series_uid,
+                    loaded,
+                    len(images),
+                    list(failed),
+                    state,
+                    entry.get("error", ""),
+                )
+            )
+        return out
+
+    def queue_length(self) -> int:
+        total = 0
+        for study_uid in self.state.get("jobs", {}):
+            try:
+                total += sum(
+                    p.total - p.loaded - len(p.failed) for p in self.progress(study_uid)
+                )
+            except PacsError:
+                continue
+        return total
+
+    def _image_series(self, study_uid: str) -> dict[str, list[ImageRef]]:
+        return {k: v for k, v in self.pacs.series_images(study_uid).items() if v}
+
+    def _bump(self) -> None:
+        self.state.incr("loader:version", default=0)
+        self._wake.set()
+
+    def _revalidate(
+        self, study_uid: str, series_uid: str, images: list[ImageRef]
+    ) -> None:
+        """Count what is really in the image cache (it may have evicted some)."""
+        loaded = 0
+        for image in images:
+            done = f"done:{study_uid}:{series_uid}:{image.image_number}"
+            if self.pacs.has_frame(image.instance_id, image.frame_index):
+                self.state.add(done, 1)
+                loaded += 1
+            else:
+                self.state.delete(done)
+        key = f"progress:{study_uid}:{series_uid}"
+        with self.state.transact():
+            entry = self.state.get(key) or {"failed": [], "error": ""}
+            entry["loaded"] = loaded
+            self.state.set(key, entry)
+
+    # -- scheduling (the leading process) --------------------------------------------
+
+    def start(self) -> None:
+        """Run the scheduler thread in this process (it works while it leads)."""
+        if self._thread is not None and self._thread.is_alive():
+            return
+        with self._start_lock:
+            if self._thread is not None and self._thread.is_alive():
+                return
+            self._stop.clear()
+            self._thread = threading.Thread(
+                target=self._run, name="bulk-loader", daemon=True
+            )
+            self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread:
+            self._thread.join(timeout=10)
+        self.lease.give_up()
+
+    def _candidates(self) -> list[Task]:
+        """Every image still to load, best first."""
+        jobs: dict[str, float] = self.state.get("jobs", {})
+        focus = self.state.get("focus")
+        if focus and time.time() - focus[3] > FOCUS_FOR:
+            focus = None
+        now = time.time()
+
+        def study_rank(uid: str) -> tuple:
+            seen = self.state.get(f"seen:{uid}", 0)
+            return (
+                0 if focus and focus[0] == uid else 1,
+                0 if now - seen < VISIBLE_FOR else 1,
+                -seen,
+                jobs[uid],
+            )
+
+        tasks: list[Task] = []
+        for study_uid in sorted(jobs, key=study_rank):
+            try:
+                series = self._image_series(study_uid)
+            except NotFound:
+                continue
+            order = list(series)
+            if focus and focus[0] == study_uid and focus[1] in series:
+                order.remove(focus[1])
+                order.insert(0, focus[1])
+            for series_uid in order:
+                images = series[series_uid]
+                if focus and focus[:2] == (study_uid, series_uid):
+                    centre = focus[2]
+                    images = sorted(
+                        images, key=lambda i: abs(i.image_number - 1 - centre)
+                    )
+                prefix = f"done:{study_uid}:{series_uid}:"
+                entry = self.state.get(f"progress:{study_uid}:{series_uid}") or {}
+                failed = set(entry.get("failed", []))
+                tasks.extend(
+                    Task(study_uid, series_uid, i)
+                    for i in images
+                    if i.image_number not in failed
+                    and prefix + str(i.image_number) not in self.state
+                )
+        return tasks
+
+    def _run(self) -> None:
+        pool = ThreadPoolExecutor(self.workers, thread_name_prefix="bulk-fetch")
+        running: dict[tuple, Future] = {}
+        paused_until = 0.0
+        pause = self.backoff
+        version, queue = -1, []
+        try:
+            while not self._stop.is_set():
+                if not self.lease.held():
+                    self._wake.wait(2.0)
+                    self._wake.clear()
+                    continue
+                for key in [k for k, f in running.items() if f.done()]:
+                    outcome = running.pop(key).result()
+                    if outcome == "unavailable":
+                        paused_until = time.monotonic() + pause * random.uniform(
+                            0.5, 1.0
+                        )
+                        pause = min(pause * 2, 10.0)
+                    elif outcome == "ok":
+                        pause = self.backoff
+                if time.monotonic() < paused_until or len(running) >= self.workers:
+                    self._wake.wait(0.02)
+                    self._wake.clear()
+                    continue
+                current = self.state.get("loader:version", 0)
+                if current != version or not queue:
+                    version, queue = current, self._candidates()
+                task = self._next(queue, running)
+                if task is None:
+                    if not running:
+                        self._wake.wait(1.0)  # idle until asked
+                        self._wake.clear()
+                        version = -1
+                    else:
+                        self._wake.wait(0.02)
+                        self._wake.clear()
+                    continue
+                running[task.key] = pool.submit(self._load, task)
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+    def _next(self, queue: list[Task], running: dict) -> Task | None:
+        """The best task that is neither running nor backing off."""
+        now = time.time()
+        for index, task in enumerate(queue):
+            if task.key in running:
+                continue
+            attempts = self._attempts.get(task.key)
+            if attempts and attempts[1] > now:
+                continue
+            del queue[index]
+            return task
+        return None
+
+    def _load(self, task: Task) -> str:
+        """Fetch one image; record the outcome in the shared progress."""
+        study, series, number = task.study_uid, task.series_uid, task.image.image_number
+        key = f"progress:{study}:{series}"
+        self._update(key, started=True)
+        try:
+            self.pacs.get_frame_compact(task.image.instance_id, task.image.frame_index)
+        except PacsUnavailable as exc:
+            self._update(key, waiting=True, error=str(exc))
+            return "unavailable"
+        except (DecodeError, NotFound) as exc:
+            self._fail(task, str(exc))
+            return "failed"
+        except Exception as exc:  # PacsError or a bug: retry with backoff
+            attempts = self._attempts.get(task.key, (0, 0.0))[0] + 1
+            if attempts >= self.max_attempts:
+                self._fail(task, str(exc))
+                return "failed"
+            delay = self.backoff * 2 ** (attempts - 1) * random.uniform(0.5, 1.5)
+            self._attempts[task.key] = (attempts, time.time() + delay)
+            log.info(
+                "image %s of series %s: attempt %d failed (%s)",
+                number,
+                series,
+                attempts,
+                exc,
+            )
+            return "retry"
+        self._attempts.pop(task.key, None)
+        if self.state.add(f"done:{study}:{series}:{number}", 1):
+            with self.state.transact():
+                entry = self.state.get(key) or {"failed": [], "error": ""}
+                entry["loaded"] = entry.get("loaded", 0) + 1
+                entry.update(waiting=False, error="")
+                self.state.set(key, entry)
+            self.stats.tick("images")
+        return "ok"
+
+    def _update(self, key: str, **changes: object) -> None:
+        with self.state.transact():
+            entry = self.state.get(key) or {"loaded": 0, "failed": [], "error": ""}
+            entry.update(changes)
+            self.state.set(key, entry)
+
+    def _fail(self, task: Task, error: str) -> None:
+        self._attempts.pop(task.key, None)  # a retry starts afresh
+        number = task.image.image_number
+        key = f"progress:{task.study_uid}:{task.series_uid}"
+        log.warning("image %s of series %s failed: %s", number, task.series_uid, error)
+        with self.state.transact():
+            entry = self.state.get(key) or {"loaded": 0, "failed": [], "error": ""}
+            if number not in entry["failed"]:
+                entry["failed"] = sorted([*entry["failed"], number])
+            entry["error"] = error
+            self.state.set(key, entry)
+
+
+def loader_stats(
+    pacs: CachingPacs, loader: BulkLoader, slots: SharedSlots | None
+) -> dict:
+    """Figures for the live panel: PACS requests, cache, queue."""
+    hits, misses = pacs.stats.get("hits"), pacs.stats.get("misses")
+    return {
+        "requests_per_s": round(slots.counters.rate("requests"), 1) if slots else 0.0,
+        "in_flight": slots.in_use() if slots else 0,
+        "in_flight_max": slots.counters.get("in_flight_max") if slots else 0,
+        "cap": slots.limit if slots else 0,
+        "hit_rate": f"{100 * hits / (hits + misses):.0f} %" if hits + misses else "—",
+        "fetched_mb": round(pacs.stats.get("bytes_fetched") / 2**20, 1),
+        "cache_mb": round(pacs.images.volume() / 2**20, 1),
+        "queue": loader.queue_length(),
+        "images_per_s": round(loader.stats.rate("images"), 1),
+    }

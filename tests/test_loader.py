@@ -1,0 +1,228 @@
+"""The server-side cache and bulk loader against a real Orthanc behind the
+counting proxy: the machine-wide cap, one fetch per image, priorities,
+failures and Retry."""
+
+from __future__ import annotations
+
+import multiprocessing
+import threading
+import time
+from collections import Counter
+
+import numpy as np
+import pytest
+
+from services.coordination import SharedSlots, open_state
+from services.imagecache import CachingPacs, open_image_cache
+from services.loader import BulkLoader
+from services.models import NotFound
+from services.orthanc import OrthancClient
+from tests.proxy import CountingProxy
+
+
+def wait_for(predicate, timeout=60.0, what="condition"):
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.02)
+
+
+def build(proxy_url, auth, tmp_path, **loader_kwargs):
+    state = open_state(tmp_path / "state")
+    client = OrthancClient(
+        proxy_url, username=auth[0], password=auth[1], slot=SharedSlots(state, limit=5)
+    )
+    pacs = CachingPacs(client, open_image_cache(tmp_path / "images", 512), state)
+    return pacs, BulkLoader(pacs, state, **loader_kwargs)
+
+
+def file_fetches(proxy):
+    return Counter(p.split("/")[2] for p in proxy.paths if p.endswith("/file"))
+
+
+def _hammer(proxy_url, auth, state_dir, instance_ids, queue):
+    """One process: 5 threads fetching instance files through the shared cap."""
+    state = open_state(state_dir)
+    client = OrthancClient(
+        proxy_url, username=auth[0], password=auth[1], slot=SharedSlots(state, limit=5)
+    )
+
+    def run(ids):
+        for i in ids:
+            client.get_instance_file(i)
+
+    threads = [
+        threading.Thread(target=run, args=(instance_ids[k::5],)) for k in range(5)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    queue.put(client.requests_sent)
+
+
+def test_load001_cap_holds_across_processes(
+    orthanc_server, orthanc_pacs, corpus, tmp_path
+):
+    series = max(corpus.demo.series, key=lambda s: s.image_count)
+    ids = [
+        i.instance_id
+        for i in orthanc_pacs.list_images(corpus.demo.study_uid, series.series_uid)
+    ][:40]
+    with CountingProxy(orthanc_server.url, delay=0.01) as proxy:
+        ctx = multiprocessing.get_context("fork")
+        queue = ctx.Queue()
+        procs = [
+            ctx.Process(
+                target=_hammer,
+                args=(proxy.url, orthanc_server.auth, tmp_path, ids, queue),
+            )
+            for _ in range(3)
+        ]
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join(60)
+        sent = sum(queue.get(timeout=5) for _ in procs)
+        assert sent == 3 * len(ids) == proxy.forwarded
+        assert proxy.max_in_flight == 5  # 15 threads in 3 processes, never more than 5
+
+
+def test_load002_each_instance_fetched_once_by_concurrent_askers(
+    orthanc_server, corpus, tmp_path
+):
+    with CountingProxy(orthanc_server.url) as proxy:
+        pacs, _ = build(proxy.url, orthanc_server.auth, tmp_path)
+        series = next(
+            s for s in corpus.demo.series if s.image_count == 16
+        )  # multi-frame
+        images = pacs.list_images(corpus.demo.study_uid, series.series_uid)
+        results = {}
+
+        def ask(image):
+            results[image.frame_index] = pacs.get_frame(
+                image.instance_id, image.frame_index
+            )
+
+        threads = [
+            threading.Thread(target=ask, args=(i,)) for i in images for _ in range(3)
+        ]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert file_fetches(proxy) == {images[0].instance_id: 1}  # 16 frames, one fetch
+        expected = pacs.inner.get_frame(images[5].instance_id, 5)
+        assert np.array_equal(results[5], expected)
+        with pytest.raises(NotFound):
+            pacs.get_frame(images[0].instance_id, 16)
+        assert file_fetches(proxy) == {images[0].instance_id: 1}  # not asked again
+
+
+def test_load003_loader_fetches_every_image_once_then_nothing(
+    orthanc_server, corpus, tmp_path
+):
+    with CountingProxy(orthanc_server.url, delay=0.005) as proxy:
+        pacs, loader = build(proxy.url, orthanc_server.auth, tmp_path)
+        loader.start()
+        try:
+            study = corpus.demo.study_uid
+            before = loader.prefetch(study)
+            assert all(p.loaded == 0 and p.state == "queued" for p in before)
+            wait_for(
+                lambda: all(p.state == "complete" for p in loader.progress(study)),
+                what="load",
+            )
+            progress = loader.progress(study)
+            assert [p.total for p in progress] == [
+                s.image_count for s in corpus.demo.series
+            ]
+            assert [p.loaded for p in progress] == [p.total for p in progress]
+            fetched = file_fetches(proxy)
+            instances = sum(len(s.instance_uids) for s in corpus.demo.series)
+            assert len(fetched) == instances and set(fetched.values()) == {1}
+            assert proxy.max_in_flight <= 5
+            sent = proxy.forwarded
+            again = loader.prefetch(study)  # re-open: all served by the cache
+            assert all(p.state == "complete" for p in again)
+            assert proxy.forwarded - sent <= 2  # metadata only, no pixels
+            assert file_fetches(proxy) == fetched
+        finally:
+            loader.stop()
+
+
+def test_load004_focused_series_loads_first(orthanc_server, corpus, tmp_path):
+    with CountingProxy(orthanc_server.url) as proxy:
+        pacs, loader = build(proxy.url, orthanc_server.auth, tmp_path, workers=1)
+        study = corpus.demo.study_uid
+        target = corpus.demo.series[3]  # not the first series
+        loader.prefetch(study)
+        loader.focus(study, target.series_uid, image_index=10)
+        loader.start()
+        try:
+            wait_for(
+                lambda: any(
+                    p.series_uid == target.series_uid and p.state == "complete"
+                    for p in loader.progress(study)
+                ),
+                what="the focused series",
+            )
+            order = [i for i in file_fetches(proxy)]
+            images = pacs.list_images(study, target.series_uid)
+            focused_ids = {i.instance_id for i in images}
+            assert set(order[: len(focused_ids)]) == focused_ids  # before any other
+            assert order[0] == images[10].instance_id  # from the current image out
+            others = [
+                p for p in loader.progress(study) if p.series_uid != target.series_uid
+            ]
+            assert not all(p.state == "complete" for p in others)
+        finally:
+            loader.stop()
+
+
+def test_load005_failed_images_are_listed_and_retry_recovers(
+    orthanc_server, corpus, tmp_path
+):
+    with CountingProxy(orthanc_server.url) as proxy:
+        pacs, loader = build(
+            proxy.url, orthanc_server.auth, tmp_path, max_attempts=2, backoff=0.01
+        )
+        study = corpus.demo.study_uid
+        series = corpus.demo.series[1]
+        images = pacs.list_images(study, series.series_uid)
+        broken = images[2].instance_id
+        proxy.fail_paths[f"/instances/{broken}/file"] = 400  # refused every time
+        loader.prefetch(study)
+        loader.focus(study, series.series_uid)
+        loader.start()
+        try:
+
+            def settled():
+                p = next(
+                    p
+                    for p in loader.progress(study)
+                    if p.series_uid == series.series_uid
+                )
+                return p.loaded + len(p.failed) == p.total
+
+            wait_for(settled, what="the series to settle")
+            p = next(
+                p for p in loader.progress(study) if p.series_uid == series.series_uid
+            )
+            assert p.failed == [3] and p.state == "error" and p.error
+            assert p.loaded == p.total - 1
+            del proxy.fail_paths[f"/instances/{broken}/file"]
+            loader.retry(study, series.series_uid)
+            wait_for(
+                lambda: (
+                    next(
+                        p
+                        for p in loader.progress(study)
+                        if p.series_uid == series.series_uid
+                    ).state
+                    == "complete"
+                ),
+                what="retry",
+            )
+        finally:
+            loader.stop()

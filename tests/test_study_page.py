@@ -1,0 +1,169 @@
+"""The study page in real Chromium, on a real Orthanc behind the counting proxy:
+cards, first images, progress red -> yellow -> green, Retry, the cap of 5."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import requests
+
+from tests.conftest import sign_in
+
+# Records every class change of the progress bars, so a test can read how the
+# colour went (Dash re-renders the bar: observe the subtree).
+RECORD_COLOURS = """
+window.__colours = {};
+const record = () => document.querySelectorAll('.series-progress').forEach(bar => {
+  const id = JSON.parse(bar.id).index;
+  const inner = bar.querySelector('.progress-bar');
+  const colour = ['bg-danger', 'bg-warning', 'bg-success'].find(c => inner && inner.classList.contains(c));
+  const seen = (window.__colours[id] = window.__colours[id] || []);
+  if (colour && seen[seen.length - 1] !== colour) seen.push(colour);
+});
+record();
+new MutationObserver(record).observe(document.body, {subtree: true, attributes: true, childList: true});
+"""
+
+
+def all_green(driver) -> bool:
+    return driver.execute_script(
+        "const bars = document.querySelectorAll('.series-progress .progress-bar');"
+        "return bars.length > 0 && [...bars].every(b => b.classList.contains('bg-success'));"
+    )
+
+
+def wait_until(check, timeout=60.0, what="state"):
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+def study_of(corpus, name):
+    return {"demo": corpus.demo, "big": corpus.big}[name]
+
+
+def test_study001_cards_first_images_and_progress_to_green(
+    dash_br, live_app, app_proxy, corpus, fresh_app_state
+):
+    study = corpus.demo
+    app_proxy.delay = 0.03  # slow enough to see the bars move
+    sign_in(dash_br, live_app, f"/study/{study.study_uid}")
+    dash_br.driver.execute_script(RECORD_COLOURS)
+    dash_br.wait_for_element("#series-grid .series-card", timeout=10)
+    cards = dash_br.find_elements("#series-grid .series-card")
+    assert len(cards) == len(study.series)  # one card per image series
+    for card, generated in zip(cards, study.series, strict=True):
+        text = card.text
+        assert f"{generated.image_count} images" in text
+        assert f"#{generated.series_number}" in text
+        assert (generated.description or "no description") in text
+        assert f"/ {generated.image_count} images loaded" in text
+    # every first image painted
+    wait_until(
+        lambda: dash_br.driver.execute_script(
+            "return [...document.querySelectorAll('.thumb-img')]"
+            ".every(i => i.complete && i.naturalWidth > 0);"
+        ),
+        what="thumbnails",
+    )
+    wait_until(lambda: all_green(dash_br.driver), what="every bar green")
+    for card, generated in zip(
+        dash_br.find_elements("#series-grid .series-card"), study.series, strict=True
+    ):
+        n = generated.image_count
+        assert f"{n} / {n} images loaded" in card.text
+    colours = dash_br.driver.execute_script("return window.__colours;")
+    order = ["bg-danger", "bg-warning", "bg-success"]
+    for seen in colours.values():  # never backwards, always ends green
+        assert seen == sorted(seen, key=order.index) and seen[-1] == "bg-success"
+    assert any(seen == order for seen in colours.values())  # red, yellow, green seen
+    assert app_proxy.max_in_flight <= 5
+    assert dash_br.get_logs() == []
+
+
+def test_study002_failed_series_shows_error_and_retry_recovers(
+    dash_br, live_app, app_proxy, corpus, orthanc_pacs, fresh_app_state
+):
+    study = corpus.demo
+    target = study.series[1]
+    images = orthanc_pacs.list_images(study.study_uid, target.series_uid)
+    broken = f"/instances/{images[4].instance_id}/file"
+    app_proxy.fail_paths[broken] = 400
+    try:
+        sign_in(dash_br, live_app, f"/study/{study.study_uid}")
+        retry = f'#series-grid [id*="series-retry"][id*="{target.series_uid}"]'
+        dash_br.wait_for_element(retry, timeout=10)
+        wait_until(lambda: dash_br.find_element(retry).is_displayed(), what="Retry")
+        card = dash_br.find_element(f'[id*="series-card"][id*="{target.series_uid}"]')
+        assert "1 image(s) failed" in card.text
+        del app_proxy.fail_paths[broken]
+        dash_br.find_element(retry).click()
+        wait_until(lambda: all_green(dash_br.driver), what="green after Retry")
+        assert not dash_br.find_element(retry).is_displayed()
+    finally:
+        app_proxy.fail_paths.pop(broken, None)
+    assert dash_br.get_logs() == []
+
+
+def test_study003_three_studies_from_several_clients_cap_and_once(
+    live_app, app_proxy, corpus, fresh_app_state
+):
+    """Three studies opened at once by several API clients: never more than 5
+    requests in flight to Orthanc, each image fetched from Orthanc once."""
+    app_proxy.delay = 0.01
+    base = live_app
+    from api.auth import DEMO_USER
+
+    token = requests.post(
+        f"{base}/api/token/",
+        json={"username": DEMO_USER[0], "password": DEMO_USER[1]},
+        timeout=10,
+    ).json()["access"]
+    headers = {"Authorization": f"Bearer {token}"}
+    studies = [corpus.demo.study_uid, corpus.big.study_uid, corpus.codecs_study_uid]
+    errors = []
+
+    def client(study_uid):
+        try:
+            s = requests.Session()
+            s.headers.update(headers)
+            s.post(
+                f"{base}/api/pacs/studies/{study_uid}/prefetch/", timeout=30
+            ).raise_for_status()
+            for item in s.get(
+                f"{base}/api/pacs/studies/{study_uid}/series/", timeout=30
+            ).json()["series"]:
+                s.get(base + item["firstImageUrl"], timeout=60)
+        except Exception as exc:  # asserted below
+            errors.append(exc)
+
+    threads = [
+        threading.Thread(target=client, args=(uid,))
+        for uid in studies
+        for _ in range(3)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+
+    def settled():
+        out = []
+        for uid in studies:
+            progress = requests.get(
+                f"{base}/api/pacs/studies/{uid}/progress/",
+                headers=headers,
+                timeout=10,
+            ).json()
+            out += progress["series"]
+        return all(p["loaded"] + p["failed"] == p["total"] for p in out)
+
+    wait_until(settled, timeout=120, what="all three studies loaded")
+    fetched = [p.split("/")[2] for p in app_proxy.paths if p.endswith("/file")]
+    assert len(fetched) == len(set(fetched))  # each instance once
+    expected = sum(len(s.instance_uids) for s in corpus.demo.series + corpus.big.series)
+    assert len(fetched) >= expected
+    assert app_proxy.max_in_flight <= 5
