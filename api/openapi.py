@@ -747,7 +747,10 @@ SPEC: dict = {
                 requests_per_s={"type": "number"},
                 in_flight=integer(0),
                 in_flight_max=integer(0),
-                cap=integer(0),
+                cap={
+                    "type": ["integer", "string"],
+                    "description": "The cap, or a note when there is no PACS to cap.",
+                },
                 hit_rate=string(),
                 fetched_mb={"type": "number"},
                 cache_mb={"type": "number"},

@@ -104,7 +104,7 @@ def series_card(
                             html.Span(number, className="series-number me-2"),
                             dbc.Badge(series.modality or "?", color="secondary"),
                             html.Span(
-                                f"{series.image_count} images",
+                                f"{series.image_count} image{'s' if series.image_count != 1 else ''}",
                                 className="ms-auto small text-secondary image-count",
                             ),
                         ],

@@ -66,21 +66,17 @@ def layout(**_query):
                 dbc.Input(id="search-id", placeholder="Patient ID", debounce=True), md=2
             ),
             dbc.Col(
-                dcc.DatePickerRange(
-                    id="search-dates",
-                    display_format="YYYY-MM-DD",
-                    clearable=True,
-                    start_date_placeholder_text="From",
-                    end_date_placeholder_text="To",
-                ),
-                md="auto",
+                dbc.Input(id="search-from", type="date", placeholder="From"), md="auto"
+            ),
+            dbc.Col(
+                dbc.Input(id="search-to", type="date", placeholder="Until"), md="auto"
             ),
             dbc.Col(
                 dbc.Select(
                     id="search-modality",
-                    options=[{"label": "Any modality", "value": ""}]
+                    options=[{"label": "Any modality", "value": "any"}]
                     + [{"label": m, "value": m} for m in MODALITIES],
-                    value="",
+                    value="any",
                 ),
                 md=2,
             ),
@@ -97,8 +93,8 @@ def layout(**_query):
     Input("search-name", "value"),
     Input("search-id", "value"),
     Input("search-modality", "value"),
-    Input("search-dates", "start_date"),
-    Input("search-dates", "end_date"),
+    Input("search-from", "value"),
+    Input("search-to", "value"),
 )
 def search(_clicks, name, patient_id, modality, start, end):
     name = (name or "").strip()
@@ -109,7 +105,7 @@ def search(_clicks, name, patient_id, modality, start, end):
         patient_id=(patient_id or "").strip(),
         date_from=(start or "").replace("-", ""),
         date_to=(end or "").replace("-", ""),
-        modality=modality or "",
+        modality="" if modality in (None, "any") else modality,
         limit=100,
     )
     try:

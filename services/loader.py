@@ -406,7 +406,7 @@ def loader_stats(
         "requests_per_s": round(slots.counters.rate("requests"), 1) if slots else 0.0,
         "in_flight": slots.in_use() if slots else 0,
         "in_flight_max": slots.counters.get("in_flight_max") if slots else 0,
-        "cap": slots.limit if slots else 0,
+        "cap": slots.limit if slots else "none (no PACS)",
         "hit_rate": f"{100 * hits / (hits + misses):.0f} %" if hits + misses else "—",
         "fetched_mb": round(pacs.stats.get("bytes_fetched") / 2**20, 1),
         "cache_mb": round(pacs.images.volume() / 2**20, 1),

@@ -56,7 +56,7 @@ def test_study001_cards_first_images_and_progress_to_green(
     assert len(cards) == len(study.series)  # one card per image series
     for card, generated in zip(cards, study.series, strict=True):
         text = card.text
-        assert f"{generated.image_count} images" in text
+        assert f"{generated.image_count} image" in text
         assert f"#{generated.series_number}" in text
         assert (generated.description or "no description") in text
         assert f"/ {generated.image_count} images loaded" in text

@@ -1,0 +1,356 @@
+"""Bulk throughput (images/s) of the app's loader vs fetching straight from Orthanc.
+
+What it measures, per study and repetition (server caches emptied before each
+app run):
+
+- ``app loader``: ``POST /api/pacs/studies/{uid}/prefetch/`` on the real app
+  (``app.create_server``), then ``GET .../progress/`` every 50 ms until
+  ``complete``; images/s = the study's images (frames) / elapsed. The app talks
+  to Orthanc through ``tests.proxy.CountingProxy`` (requests and peak in flight
+  are reported).
+- ``direct /file x5``: every instance's ``/instances/{id}/file`` straight from
+  Orthanc, 5 concurrent connections (a ThreadPoolExecutor of 5, one requests
+  session per thread). The baseline of the ratio (target >= 0.9).
+- ``direct /numpy x5``: every frame's ``/instances/{id}/frames/{k}/numpy``
+  straight from Orthanc, 5 concurrent connections: a second baseline.
+- ``direct /file x5 identity``: the first baseline with ``Accept-Encoding:
+  identity``. requests (and so the app) sends ``gzip, deflate`` by default,
+  and Orthanc then gzips every answer on the fly (HttpCompressionEnabled is on
+  by default), which costs Orthanc CPU; this row shows the cost.
+- ``proxy /file x5`` (with ``--via-proxy``): the first baseline through the
+  proxy, to see what the proxy itself costs.
+- ``app loader, no proxy`` (with ``--app-no-proxy``): a second app server
+  talking to Orthanc directly (peak in flight then from the app's own counter).
+
+Studies: ``twenty`` (services.demo.many_series_specs(20): 193 images in 179
+instances, mostly 256x256) and ``demo`` (services.demo.DEFAULT_DEMO: 277
+images in 262 instances, ~100 MB, many 512x512). A private Orthanc is started
+and fed for the run; nothing leaves 127.0.0.1. One untimed warm-up of every
+method comes first. CPU seconds of this process (app + client; the proxy runs
+in a child process unless ``--inproc-proxy``) and of Orthanc are reported.
+
+``--sample`` adds one extra app run per study with a stack sampler on the
+loader's threads and prints where they spend their time.
+
+Run from the project root (as a module, so that ``requests`` is the library)::
+
+    .venv/bin/python -m bench.throughput            # --runs 3
+    .venv/bin/python -m bench.throughput --runs 5 --studies demo --sample
+    .venv/bin/python -m bench.throughput --via-proxy --app-no-proxy --loader-workers 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import logging
+import shutil
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import requests
+
+from bench._common import (
+    Proxy,
+    Served,
+    StackSampler,
+    api_session,
+    app_settings,
+    clear_server,
+    image_count,
+    machine_note,
+    make_study,
+    median,
+    orthanc_cpu_seconds,
+    orthanc_frames,
+    p95,
+    start_orthanc,
+    table,
+    wait_for,
+)
+
+
+def direct_fetch(
+    base: str, auth, paths: list[str], workers: int = 5, headers: dict | None = None
+) -> float:
+    """Fetch every path with ``workers`` concurrent sessions; seconds elapsed."""
+    local = threading.local()
+    sessions: list[requests.Session] = []
+    lock = threading.Lock()
+
+    def get(path: str) -> int:
+        s = getattr(local, "s", None)
+        if s is None:
+            s = local.s = requests.Session()
+            s.trust_env = False
+            s.auth = auth
+            s.headers.update(headers or {})
+            with lock:
+                sessions.append(s)
+        r = s.get(base + path, timeout=60)
+        r.raise_for_status()
+        return len(r.content)
+
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(workers) as pool:
+        total = sum(pool.map(get, paths))
+    elapsed = time.perf_counter() - t0
+    for s in sessions:
+        s.close()
+    assert total > 0
+    return elapsed
+
+
+class AppUnderTest:
+    """One ``app.create_server`` served on 127.0.0.1, signed in over the API."""
+
+    def __init__(self, settings, proxy: Proxy | None) -> None:
+        from app import create_server
+
+        self.server = create_server(settings)
+        self.proxy = proxy
+        self.served = Served(self.server)
+        self.base = self.served.url
+        self.client = api_session(self.base)
+
+    def load(self, study_uid: str, timeout: float) -> dict:
+        """Empty the server caches, prefetch the study, poll progress until complete."""
+        clear_server(self.server, self.proxy)
+        t0 = time.perf_counter()
+        r = self.client.post(
+            f"{self.base}/api/pacs/studies/{study_uid}/prefetch/", timeout=60
+        )
+        r.raise_for_status()
+
+        def complete():
+            body = self.client.get(
+                f"{self.base}/api/pacs/studies/{study_uid}/progress/", timeout=60
+            ).json()
+            if any(s["state"] == "error" for s in body["series"]):
+                raise RuntimeError(f"a series failed: {body}")
+            return body["complete"] and body
+
+        body = wait_for(complete, timeout, poll=0.05, what="the prefetch")
+        elapsed = time.perf_counter() - t0
+        out = dict(s=elapsed, images=sum(s["total"] for s in body["series"]))
+        if self.proxy is not None:
+            stats = self.proxy.stats()
+            out.update(
+                requests=stats["forwarded"],
+                pixel=stats["pixel"],
+                peak=stats["max_in_flight"],
+            )
+        else:
+            slots = self.server.extensions["slots"]
+            out.update(
+                requests=slots.counters.get("requests"),
+                pixel=None,
+                peak=slots.counters.get("in_flight_max"),
+            )
+        return out
+
+    def close(self) -> None:
+        self.server.extensions["loader"].stop()
+        self.served.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.throughput")
+    parser.add_argument("--runs", type=int, default=3, help="repetitions (default 3)")
+    parser.add_argument(
+        "--studies", default="twenty,demo", help="comma list of: twenty, demo"
+    )
+    parser.add_argument("--via-proxy", action="store_true", help="add proxy /file x5")
+    parser.add_argument(
+        "--app-no-proxy", action="store_true", help="add the app without the proxy"
+    )
+    parser.add_argument("--no-numpy", action="store_true", help="skip /numpy baseline")
+    parser.add_argument(
+        "--loader-workers", type=int, default=4, help="LOADER_WORKERS (app default 4)"
+    )
+    parser.add_argument("--inproc-proxy", action="store_true")
+    parser.add_argument("--sample", action="store_true", help="stack-sample a run")
+    parser.add_argument("--timeout", type=float, default=120.0, help="per app run, s")
+    args = parser.parse_args(argv)
+    if not 1 <= args.runs <= 50:
+        parser.error("--runs must be 1..50")
+    if not 1 <= args.loader_workers <= 16:
+        parser.error("--loader-workers must be 1..16")
+    names = [n.strip() for n in args.studies.split(",") if n.strip()]
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)
+
+    started = time.perf_counter()
+    tmp = Path(tempfile.mkdtemp(prefix="bench-throughput-"))
+    orthanc = proxy = None
+    apps: list[AppUnderTest] = []
+    try:
+        studies = {n: make_study(tmp / "dicom", n) for n in names}
+        orthanc = start_orthanc(tmp / "orthanc", list(studies.values()))
+        proxy = Proxy(orthanc.url, inproc=args.inproc_proxy)
+        settings = dataclasses.replace(
+            app_settings(proxy.url, orthanc, tmp / "app"),
+            loader_workers=args.loader_workers,
+        )
+        app = AppUnderTest(settings, proxy)
+        apps.append(app)
+        if args.app_no_proxy:
+            plain = AppUnderTest(
+                dataclasses.replace(
+                    app_settings(orthanc.url, orthanc, tmp / "app-plain"),
+                    loader_workers=args.loader_workers,
+                ),
+                None,
+            )
+            apps.append(plain)
+        setup_s = time.perf_counter() - started
+
+        frames = {n: orthanc_frames(orthanc, s.study_uid) for n, s in studies.items()}
+        files = {
+            n: sorted({f"/instances/{i}/file" for i, _ in frames[n]}) for n in names
+        }
+        identity = {"Accept-Encoding": "identity"}
+        # method -> (base URL, paths of a study, extra headers) or an app
+        direct: dict[str, tuple] = {
+            "direct /file x5": (orthanc.url, files, None),
+            "direct /file x5 identity": (orthanc.url, files, identity),
+        }
+        if not args.no_numpy:
+            numpy_paths = {
+                n: [f"/instances/{i}/frames/{k}/numpy?rescale=0" for i, k in frames[n]]
+                for n in names
+            }
+            direct["direct /numpy x5"] = (orthanc.url, numpy_paths, None)
+        if args.via_proxy:
+            direct["proxy /file x5"] = (proxy.url, files, None)
+        app_methods = {"app loader": app}
+        if args.app_no_proxy:
+            app_methods["app loader, no proxy"] = plain
+        methods = [*direct, *app_methods]
+
+        def run(n: str, method: str) -> dict:
+            cpu0, orth0 = time.process_time(), orthanc_cpu_seconds(orthanc)
+            if method in direct:
+                base, paths, headers = direct[method]
+                elapsed = direct_fetch(base, orthanc.auth, paths[n], headers=headers)
+                out = dict(s=elapsed, images=len(frames[n]), requests=len(paths[n]))
+            else:
+                out = app_methods[method].load(studies[n].study_uid, args.timeout)
+                assert out["images"] == image_count(studies[n]) == len(frames[n])
+            out.update(
+                cpu=time.process_time() - cpu0,
+                orthanc_cpu=orthanc_cpu_seconds(orthanc) - orth0,
+            )
+            return out
+
+        for n in names:  # warm-up (untimed): OS page cache, imports, decoders
+            for method in methods:
+                run(n, method)
+
+        results: dict[tuple[str, str], list[dict]] = {}
+        for rep in range(args.runs):
+            for n in names:
+                order = methods if rep % 2 == 0 else methods[::-1]  # against drift
+                for method in order:
+                    r = run(n, method)
+                    results.setdefault((n, method), []).append(r)
+                    print(
+                        f"  run {rep + 1} {n:6} {method:26} {r['s']:.3f} s "
+                        f"{r['images'] / r['s']:7.1f} images/s",
+                        flush=True,
+                    )
+
+        rows = []
+        for n in names:
+            base_ips = median(
+                r["images"] / r["s"] for r in results[(n, "direct /file x5")]
+            )
+            for method in methods:
+                rs = results[(n, method)]
+                ips = [r["images"] / r["s"] for r in rs]
+                if method in direct:
+                    reqs, peak = str(rs[0]["requests"]), "5 (client)"
+                else:
+                    pixel = [r["pixel"] for r in rs if r["pixel"] is not None]
+                    reqs = f"{median(r['requests'] for r in rs):.0f}" + (
+                        f" ({median(pixel):.0f} pixel)" if pixel else ""
+                    )
+                    peak = str(max(r["peak"] for r in rs))
+                rows.append(
+                    [
+                        n,
+                        method,
+                        rs[0]["images"],
+                        reqs,
+                        f"{median(r['s'] for r in rs):.3f}",
+                        f"{p95(r['s'] for r in rs):.3f}",
+                        f"{median(ips):.1f}",
+                        f"{median(ips) / base_ips:.2f}",
+                        peak,
+                        f"{median(r['cpu'] for r in rs):.2f}",
+                        f"{median(r['orthanc_cpu'] for r in rs):.2f}",
+                    ]
+                )
+        print()
+        print(
+            f"# bench.throughput  {datetime.datetime.now().isoformat(timespec='seconds')}"
+        )
+        print(f"machine: {machine_note()}")
+        print(
+            f"runs: {args.runs} (+1 warm-up), loader workers: {args.loader_workers}, "
+            f"proxy: {'in-process' if args.inproc_proxy else 'child process'}, "
+            f"setup {setup_s:.1f} s"
+        )
+        print()
+        print(
+            table(
+                [
+                    "study",
+                    "method",
+                    "images",
+                    "Orthanc requests",
+                    "median s",
+                    "p95 s",
+                    "median images/s",
+                    "ratio vs direct /file x5",
+                    "peak in flight",
+                    "CPU s this process",
+                    "CPU s Orthanc",
+                ],
+                rows,
+            )
+        )
+        print(
+            "\n(p95 is nearest-rank: with fewer than 20 runs it is the slowest run. "
+            "CPU s this process = app + bench client threads; the proxy runs in a "
+            "child process.)"
+        )
+
+        if args.sample:
+            print()
+            for n in names:
+                with StackSampler(("bulk-fetch", "bulk-loader")) as sampler:
+                    r = app.load(studies[n].study_uid, args.timeout)
+                print(
+                    f"## where the loader threads spend their time: {n} "
+                    f"({r['images']} images in {r['s']:.2f} s, sampled every 5 ms)"
+                )
+                print(sampler.report())
+                print()
+        print(f"total wall time {time.perf_counter() - started:.1f} s")
+        return 0
+    finally:
+        for a in apps:
+            a.close()
+        if proxy is not None:
+            proxy.close()
+        if orthanc is not None:
+            orthanc.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
