@@ -341,7 +341,4 @@ class EmbeddedStore:
     ) -> bytes:
         pixels = self.get_frame(instance_id, frame_index)
         meta = self.get_instance_meta(instance_id)
-        if center is None or width is None:
-            center, width = meta.window_center, meta.window_width
-        image = imaging.to_8bit(pixels, center, width, meta.photometric)
-        return imaging.encode(image, fmt, size, quality)
+        return imaging.render(pixels, meta, center, width, fmt, size, quality)

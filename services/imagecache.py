@@ -201,6 +201,10 @@ class CachingPacs:
             if not 0 <= frame_index < frames:
                 raise NotFound(f"instance {instance_id} has no frame {frame_index + 1}")
             data = self._cached(key, instance_id)
+            if data is None:  # the file decoded to fewer frames than it declares
+                raise DecodeError(
+                    f"instance {instance_id}", f"no frame {frame_index + 1}"
+                )
         return _from_bytes(data)
 
     def get_frame(self, instance_id: str, frame_index: int = 0) -> np.ndarray:
@@ -223,11 +227,7 @@ class CachingPacs:
         if cached is not None:
             return cached
         meta = self.get_instance_meta(instance_id)
-        if center is None or width is None:
-            center, width = meta.window_center, meta.window_width
         pixels = self.get_frame(instance_id, frame_index)
-        body = imaging.encode(
-            imaging.to_8bit(pixels, center, width, meta.photometric), fmt, size, quality
-        )
+        body = imaging.render(pixels, meta, center, width, fmt, size, quality)
         self.images.set(key, body)
         return body

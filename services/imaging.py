@@ -176,6 +176,22 @@ def to_8bit(
     return apply_window(pixels, center, width, invert=photometric == "MONOCHROME1")
 
 
+def render(
+    pixels: np.ndarray,
+    meta: InstanceMeta,
+    center: float | None,
+    width: float | None,
+    fmt: ImageFormat = "png",
+    size: int | None = None,
+    quality: int = 90,
+) -> bytes:
+    """A frame windowed and encoded; without a window, the instance's own
+    (WindowCenter/Width), else the frame's value range."""
+    if center is None or width is None:
+        center, width = meta.window_center, meta.window_width
+    return encode(to_8bit(pixels, center, width, meta.photometric), fmt, size, quality)
+
+
 def encode(
     image: np.ndarray,
     fmt: ImageFormat = "png",

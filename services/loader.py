@@ -33,6 +33,7 @@ import logging
 import random
 import threading
 import time
+from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 
@@ -46,6 +47,7 @@ log = logging.getLogger(__name__)
 
 VISIBLE_FOR = 15.0  # seconds a study page counts as open after its last poll
 FOCUS_FOR = 120.0  # seconds a focused series keeps top priority
+DONE_FOR = 7 * 86400.0  # "image loaded" markers; prefetch re-checks the cache anyway
 
 
 @dataclass
@@ -125,10 +127,7 @@ class BulkLoader:
     def prefetch(self, study_uid: str) -> list[SeriesProgress]:
         """Queue every image of the study (idempotent) and return its progress."""
         series = self._image_series(study_uid)  # NotFound for unknown studies
-        with self.state.transact():
-            jobs = self.state.get("jobs", {})
-            jobs.setdefault(study_uid, time.time())
-            self.state.set("jobs", jobs)
+        self._set_jobs(add=[study_uid])
         for series_uid, images in series.items():
             self._revalidate(study_uid, series_uid, images)
         self._bump()
@@ -151,6 +150,7 @@ class BulkLoader:
             if entry:
                 entry.update(failed=[], error="")
                 self.state.set(key, entry)
+        self._set_jobs(add=[study_uid])  # a finished study left the queue
         self._bump()
 
     def progress(self, study_uid: str) -> list[SeriesProgress]:
@@ -193,6 +193,16 @@ class BulkLoader:
                 continue
         return total
 
+    def _set_jobs(self, add: Sequence[str] = (), drop: Sequence[str] = ()) -> None:
+        """Add studies to the queue (keeping their first request time) or drop them."""
+        with self.state.transact():
+            jobs = self.state.get("jobs", {})
+            for uid in add:
+                jobs.setdefault(uid, time.time())
+            for uid in drop:
+                jobs.pop(uid, None)
+            self.state.set("jobs", jobs)
+
     def _image_series(self, study_uid: str) -> dict[str, list[ImageRef]]:
         return {k: v for k, v in self.pacs.series_images(study_uid).items() if v}
 
@@ -208,7 +218,7 @@ class BulkLoader:
         for image in images:
             done = f"done:{study_uid}:{series_uid}:{image.image_number}"
             if self.pacs.has_frame(image.instance_id, image.frame_index):
-                self.state.add(done, 1)
+                self.state.add(done, 1, expire=DONE_FOR)
                 loaded += 1
             else:
                 self.state.delete(done)
@@ -258,11 +268,14 @@ class BulkLoader:
             )
 
         tasks: list[Task] = []
+        finished = []  # every image loaded or failed (or the study is gone)
         for study_uid in sorted(jobs, key=study_rank):
             try:
                 series = self._image_series(study_uid)
             except NotFound:
+                finished.append(study_uid)
                 continue
+            before = len(tasks)
             order = list(series)
             if focus and focus[0] == study_uid and focus[1] in series:
                 order.remove(focus[1])
@@ -283,6 +296,10 @@ class BulkLoader:
                     if i.image_number not in failed
                     and prefix + str(i.image_number) not in self.state
                 )
+            if len(tasks) == before:
+                finished.append(study_uid)
+        if finished:
+            self._set_jobs(drop=finished)
         return tasks
 
     def _run(self) -> None:
@@ -369,7 +386,7 @@ class BulkLoader:
             )
             return "retry"
         self._attempts.pop(task.key, None)
-        if self.state.add(f"done:{study}:{series}:{number}", 1):
+        if self.state.add(f"done:{study}:{series}:{number}", 1, expire=DONE_FOR):
             with self.state.transact():
                 entry = self.state.get(key) or {"failed": [], "error": ""}
                 entry["loaded"] = entry.get("loaded", 0) + 1

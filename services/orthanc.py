@@ -445,12 +445,8 @@ class OrthancClient:
         quality: int = 90,
     ) -> bytes:
         meta = self.get_instance_meta(instance_id)
-        if center is None or width is None:
-            center, width = meta.window_center, meta.window_width
         pixels = self.get_frame(instance_id, frame_index)
-        return imaging.encode(
-            imaging.to_8bit(pixels, center, width, meta.photometric), fmt, size, quality
-        )
+        return imaging.render(pixels, meta, center, width, fmt, size, quality)
 
 
 def _display_order(instances: list[dict[str, Any]], modality: str) -> list[ImageRef]:
