@@ -29,7 +29,8 @@ class CountingProxy:
         self.max_in_flight = 0
         self.forwarded = 0
         self.answered_faults = 0
-        self.paths: list[str] = []
+        self.paths: list[str] = []  # forwarded, whatever the outcome
+        self.answered: list[tuple[str, int]] = []  # (path, status) from upstream
         self._session = requests.Session()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self._server.daemon_threads = True
@@ -41,6 +42,7 @@ class CountingProxy:
             self.max_in_flight = self.in_flight
             self.forwarded = self.answered_faults = 0
             self.paths.clear()
+            self.answered.clear()
             self.faults.clear()
 
     def __enter__(self) -> CountingProxy:
@@ -100,6 +102,8 @@ class CountingProxy:
                 finally:
                     with proxy.lock:
                         proxy.in_flight -= 1
+                with proxy.lock:
+                    proxy.answered.append((self.path, answer.status_code))
                 self.send_response(answer.status_code)
                 for k, v in answer.headers.items():
                     if k.lower() not in (

@@ -226,3 +226,62 @@ def test_load005_failed_images_are_listed_and_retry_recovers(
             )
         finally:
             loader.stop()
+
+
+def test_load006_orthanc_down_pauses_and_loading_resumes_by_itself(tmp_path, corpus):
+    from scripts.orthanc_local import LocalOrthanc
+    from services.breaker import CircuitBreaker
+
+    first = LocalOrthanc(workdir=tmp_path / "orthanc").start()
+    port, auth = first.port, first.auth
+    second = None
+    try:
+        series = corpus.demo.series[2]  # 120 images
+        first.upload(series.files)
+        with CountingProxy(first.url, delay=0.02) as proxy:
+            state = open_state(tmp_path / "state")
+            client = OrthancClient(
+                proxy.url,
+                username=auth[0],
+                password=auth[1],
+                retries=0,
+                breaker=CircuitBreaker("test", failure_threshold=2, reset_timeout=0.3),
+                slot=SharedSlots(state, limit=5),
+            )
+            pacs = CachingPacs(
+                client, open_image_cache(tmp_path / "images", 256), state
+            )
+            loader = BulkLoader(pacs, state, backoff=0.05)
+            study = corpus.demo.study_uid
+            loader.prefetch(study)
+            loader.start()
+            try:
+                progress = lambda: loader.progress(study)[0]  # noqa: E731
+                wait_for(lambda: progress().loaded >= 20, what="loading to start")
+                first.stop()
+                wait_for(
+                    lambda: progress().state == "waiting", what="the waiting state"
+                )
+                assert progress().error and progress().failed == []
+                stalled = progress().loaded
+                second = LocalOrthanc(
+                    workdir=tmp_path / "orthanc", port=port, password=auth[1]
+                ).start()
+                wait_for(
+                    lambda: progress().state == "complete", what="loading to resume"
+                )
+                assert progress().loaded == series.image_count > stalled
+                ok = [
+                    p
+                    for p, status in proxy.answered
+                    if p.endswith("/file") and status == 200
+                ]
+                assert (
+                    len(ok) == len(set(ok)) == series.image_count
+                )  # none fetched twice
+            finally:
+                loader.stop()
+    finally:
+        first.stop()
+        if second:
+            second.stop()
