@@ -1,5 +1,9 @@
 /* The first viewer's browser side: one namespace on window.dash_clientside,
  * plus wheel and keyboard listeners attached once for the whole app. */
+/* The image shown and the series length: the source of truth for key and
+ * wheel steps, so fast input never reads a counter the page has not redrawn. */
+var viewerState = { current: 0, total: 0 };
+
 window.dash_clientside = Object.assign({}, window.dash_clientside, {
   viewer: {
     /* value: the 1-based image number; urls: every image's URL in order;
@@ -15,6 +19,8 @@ window.dash_clientside = Object.assign({}, window.dash_clientside, {
         var k = n - 1 + d;
         if (d !== 0 && k >= 0 && k < urls.length) new Image().src = urls[k];
       }
+      viewerState.current = n;
+      viewerState.total = urls.length;
       var refocus = Math.abs(n - (focus || 1)) >= 5 ? n : skip;
       return [urls[n - 1], n + " / " + urls.length, refocus];
     },
@@ -24,14 +30,12 @@ window.dash_clientside = Object.assign({}, window.dash_clientside, {
 (function () {
   /* Move the slider by `delta` images (or to `to`), as the user would. */
   function step(delta, to) {
-    var slider = document.getElementById("viewer-slider");
-    var counter = document.getElementById("image-counter");
-    if (!slider || !counter) return false;
-    var parts = counter.textContent.split("/");
-    var current = parseInt(parts[0], 10), last = parseInt(parts[1], 10);
+    if (!document.getElementById("viewer-slider") || !viewerState.total) return false;
+    var current = viewerState.current;
     var next = to !== undefined ? to : current + delta;
-    next = Math.min(Math.max(next, 1), last);
+    next = Math.min(Math.max(next, 1), viewerState.total);
     if (next !== current) {
+      viewerState.current = next;
       window.dash_clientside.set_props("viewer-slider", { value: next });
     }
     return true;

@@ -66,6 +66,9 @@ def test_view001_keys_wheel_and_counter(
     while state.get("focus")[2] != 10:
         assert time.monotonic() < deadline, state.get("focus")
         time.sleep(0.05)
+    # fast typing loses no step
+    body.send_keys(Keys.ARROW_DOWN * 15)
+    dash_br.wait_for_text_to_equal("#image-counter", f"26 / {n}")
     assert dash_br.get_logs() == []
 
 
