@@ -152,6 +152,7 @@ class Counters:
 
     def __init__(self, cache: diskcache.Cache, prefix: str) -> None:
         self.cache, self.prefix = cache, prefix
+        self._expiring: set[str] = set()  # per-second keys this process has created
 
     def add(self, name: str, delta: int = 1) -> None:
         self.cache.incr(f"count:{self.prefix}:{name}", delta, default=0)
@@ -159,12 +160,21 @@ class Counters:
     def tick(self, name: str, delta: int = 1) -> None:
         """Count an event in the current second (kept two minutes) and in total."""
         key = f"rate:{self.prefix}:{name}:{int(time.time())}"
-        self.cache.add(key, 0, expire=120)  # incr keeps the expiry set here
+        if key not in self._expiring:  # once a second: create it with an expiry
+            self._expiring = {
+                k
+                for k in self._expiring
+                if k.rsplit(":", 1)[0] != key.rsplit(":", 1)[0]
+            }
+            self._expiring.add(key)
+            self.cache.add(key, 0, expire=120)  # incr keeps the expiry set here
         self.cache.incr(key, delta)
         self.add(name, delta)
 
     def note_max(self, name: str, value: int) -> None:
         key = f"count:{self.prefix}:{name}"
+        if value <= self.cache.get(key, 0):  # a read; most calls stop here
+            return
         with self.cache.transact():
             if value > self.cache.get(key, 0):
                 self.cache.set(key, value)

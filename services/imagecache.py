@@ -114,7 +114,7 @@ class CachingPacs:
         return self.inner.find_studies(query)
 
     def get_study(self, study_uid: str) -> StudySummary:
-        return self.inner.get_study(study_uid)
+        return self._memo(f"study:{study_uid}", lambda: self.inner.get_study(study_uid))
 
     def _memo(self, key: str, compute):  # type: ignore[no-untyped-def]
         value = self.state.get(key)
@@ -158,14 +158,18 @@ class CachingPacs:
         self.stats.add("bytes_fetched", len(data))
         name = f"instance {instance_id}"
         header = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True, force=True)
-        self.images.set(
-            f"meta:{instance_id}", imaging.meta_from_tags(instance_id, header)
-        )
-        frames = imaging.decode_frames(io.BytesIO(data), name)
-        for index, frame in enumerate(frames):
-            self.images.set(
-                self.frame_key(instance_id, index), _to_bytes(compact(frame))
-            )
+        meta = imaging.meta_from_tags(instance_id, header)
+        frames: list[bytes] = []
+        try:
+            frames = [
+                _to_bytes(compact(f))
+                for f in imaging.decode_frames(io.BytesIO(data), name)
+            ]
+        finally:  # the metadata is worth keeping even when the pixels fail
+            with self.images.transact():  # one write transaction, not one per frame
+                self.images.set(f"meta:{instance_id}", meta)
+                for index, frame in enumerate(frames):
+                    self.images.set(self.frame_key(instance_id, index), frame)
 
     def _cached(self, key: str, instance_id: str):  # type: ignore[no-untyped-def]
         value = self.images.get(key)

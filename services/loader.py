@@ -121,6 +121,7 @@ class BulkLoader:
         self._start_lock = threading.Lock()
         # image -> (attempts, next try): only the leading process fetches
         self._attempts: dict[tuple[str, str, int], tuple[int, float]] = {}
+        self._started: set[tuple[str, str]] = set()
 
     # -- requests (any process) ---------------------------------------------------
 
@@ -267,6 +268,7 @@ class BulkLoader:
                 jobs[uid],
             )
 
+        firsts: list[Task] = []  # each series' first image: what its card shows
         tasks: list[Task] = []
         finished = []  # every image loaded or failed (or the study is gone)
         for study_uid in sorted(jobs, key=study_rank):
@@ -298,9 +300,15 @@ class BulkLoader:
                 )
             if len(tasks) == before:
                 finished.append(study_uid)
+            firsts += [t for t in tasks[before:] if t.image.image_number == 1]
         if finished:
             self._set_jobs(drop=finished)
-        return tasks
+        # the series on screen, then every card's first image, then the rest
+        on_screen = focus[:2] if focus else None
+        focused = [t for t in tasks if (t.study_uid, t.series_uid) == on_screen]
+        ordered = focused + [t for t in firsts if t not in focused]
+        taken = set(ordered)
+        return ordered + [t for t in tasks if t not in taken]
 
     def _run(self) -> None:
         pool = ThreadPoolExecutor(self.workers, thread_name_prefix="bulk-fetch")
@@ -340,7 +348,9 @@ class BulkLoader:
                         self._wake.wait(0.02)
                         self._wake.clear()
                     continue
-                running[task.key] = pool.submit(self._load, task)
+                future = pool.submit(self._load, task)
+                future.add_done_callback(lambda _f: self._wake.set())  # refill at once
+                running[task.key] = future
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
 
@@ -361,7 +371,9 @@ class BulkLoader:
         """Fetch one image; record the outcome in the shared progress."""
         study, series, number = task.study_uid, task.series_uid, task.image.image_number
         key = f"progress:{study}:{series}"
-        self._update(key, started=True)
+        if (study, series) not in self._started:  # one shared write per series
+            self._started.add((study, series))
+            self._update(key, started=True)
         try:
             self.pacs.get_frame_compact(task.image.instance_id, task.image.frame_index)
         except PacsUnavailable as exc:

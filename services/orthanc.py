@@ -55,6 +55,10 @@ UID_RE = re.compile(r"^[0-9]+(\.[0-9]+)*$")
 # Orthanc's own error names (the "OrthancError" of its JSON error bodies)
 NOT_IMPLEMENTED = "Not implemented yet"  # e.g. a codec its decoder lacks
 OUT_OF_RANGE = "Parameter out of range"  # e.g. a frame past the last
+# Pixel data gains little from gzip, and Orthanc compressing every file cost
+# 5x the time of a plain transfer on 2 cores (bench/RESULTS.md): ask for none.
+# JSON answers stay compressed.
+BINARY = {"Accept-Encoding": "identity"}
 META_CACHE_SIZE = 4096  # instances whose tags are kept in memory
 FIND_LIMIT = 1000  # studies fetched from /tools/find before sorting and paging
 
@@ -401,7 +405,10 @@ class OrthancClient:
 
     def get_instance_file(self, instance_id: str) -> bytes:
         return self._request(
-            "GET", f"/instances/{check_id(instance_id)}/file", f"instance {instance_id}"
+            "GET",
+            f"/instances/{check_id(instance_id)}/file",
+            f"instance {instance_id}",
+            headers=BINARY,
         ).content
 
     def _frame_path(self, instance_id: str, frame_index: int) -> str:
@@ -414,7 +421,7 @@ class OrthancClient:
         # rescale=0: Orthanc's own rescale rounds to whole numbers; apply it here
         path = self._frame_path(instance_id, frame_index) + "/numpy?rescale=0"
         try:
-            resp = self._request("GET", path, what)
+            resp = self._request("GET", path, what, headers=BINARY)
         except OrthancRefused as exc:
             if exc.error.get("OrthancError") == OUT_OF_RANGE:
                 raise NotFound(f"{what}: the instance has no such frame") from exc
