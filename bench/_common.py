@@ -56,7 +56,12 @@ def table(headers: list[str], rows: list[list[object]]) -> str:
     """A GitHub-flavoured Markdown table (also readable on a terminal)."""
     cells = [[str(c) for c in r] for r in rows]
     widths = [max(len(h), *(len(r[i]) for r in cells)) for i, h in enumerate(headers)]
-    line = lambda r: "| " + " | ".join(c.ljust(w) for c, w in zip(r, widths)) + " |"  # noqa: E731
+
+    def line(r: list[str]) -> str:
+        return (
+            "| " + " | ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) + " |"
+        )
+
     sep = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
     return "\n".join([line(headers), sep, *(line(r) for r in cells)])
 
@@ -70,8 +75,17 @@ def machine_note() -> str:
 
     return (
         f"{os.cpu_count()} CPUs, {platform.machine()}, Python "
-        f"{platform.python_version()}, {platform.system()} {platform.release()}"
+        f"{platform.python_version()}, {platform.system()} {platform.release()}; "
+        f"load average at start {load_note()}"
     )
+
+
+def load_note() -> str:
+    """The 1/5/15-minute load averages (other work on the machine skews timings)."""
+    try:
+        return " ".join(f"{x:.2f}" for x in os.getloadavg())
+    except OSError:
+        return "?"
 
 
 def wait_for(
@@ -161,20 +175,30 @@ def orthanc_frames(orthanc, study_uid: str) -> list[tuple[str, int]]:
     return out
 
 
-def orthanc_cpu_seconds(orthanc) -> float:
-    """User + system CPU seconds of the Orthanc process so far (Linux /proc)."""
+def proc_cpu_seconds(pid: int | None) -> float:
+    """User + system CPU seconds of a process so far (Linux /proc)."""
     try:
-        fields = Path(f"/proc/{orthanc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
     except (OSError, IndexError, ValueError):
         return float("nan")
+
+
+def orthanc_cpu_seconds(orthanc) -> float:
+    """User + system CPU seconds of the Orthanc process so far."""
+    return proc_cpu_seconds(orthanc.pid)
 
 
 # -- the counting proxy ----------------------------------------------------------
 
 
 def _proxy_child(upstream: str, conn) -> None:  # runs in the child process
+    import logging
+
     from tests.proxy import CountingProxy
+
+    # "connection pool is full" when a naive client opens dozens of connections
+    logging.getLogger("urllib3").setLevel(logging.ERROR)
 
     with CountingProxy(upstream) as proxy:
         conn.send(proxy.url)
@@ -230,6 +254,10 @@ class Proxy:
             if not self._conn.poll(30):
                 raise RuntimeError("the proxy process does not answer")
             return self._conn.recv()
+
+    def cpu_seconds(self) -> float:
+        """CPU seconds of the proxy's child process (nan when in-process)."""
+        return float("nan") if self.inproc else proc_cpu_seconds(self._proc.pid)
 
     def reset(self) -> None:
         if self.inproc:
@@ -378,8 +406,11 @@ class CallTimer:
     instance (instance attribute lookups see the wrapper) or a module (for
     functions called as ``module.func``)."""
 
-    def __init__(self, targets: dict[str, tuple[object, str]]) -> None:
+    def __init__(
+        self, targets: dict[str, tuple[object, str]], split_loader: bool = False
+    ) -> None:
         self.targets = targets
+        self.split_loader = split_loader  # count the bulk loader's threads apart
         self.count: collections.Counter[str] = collections.Counter()
         self.total: collections.Counter[str] = collections.Counter()
         self._saved: list[tuple[object, str, object, bool]] = []
@@ -410,13 +441,23 @@ class CallTimer:
                 return fn(*args, **kwargs)
             finally:
                 dt = time.perf_counter() - t0
+                key = label
+                if self.split_loader and threading.current_thread().name.startswith(
+                    "bulk"
+                ):
+                    key = f"{label} [loader]"
                 with self._lock:
-                    self.count[label] += 1
-                    self.total[label] += dt
+                    self.count[key] += 1
+                    self.total[key] += dt
 
         return timed
 
     def rows(self) -> list[list[object]]:
+        labels = []
+        for label in self.targets:
+            labels.append(label)
+            if self.split_loader:
+                labels.append(f"{label} [loader]")
         return [
             [
                 label,
@@ -426,7 +467,8 @@ class CallTimer:
                 if self.count[label]
                 else "-",
             ]
-            for label in self.targets
+            for label in labels
+            if self.count[label] or not label.endswith("[loader]")
         ]
 
 
@@ -462,7 +504,8 @@ class StackSampler:
         self._thread.join(5)
 
     def _run(self) -> None:
-        root, venv = str(ROOT), str(ROOT / ".venv")
+        root = str(ROOT)
+        skip = (str(ROOT / ".venv"), str(ROOT / "bench"))
         for _ in range(10_000_000):
             if self._stop.wait(self.interval):
                 return
@@ -489,7 +532,7 @@ class StackSampler:
                     if f is None:
                         break
                     name = f.f_code.co_filename
-                    if name.startswith(root) and not name.startswith(venv):
+                    if name.startswith(root) and not name.startswith(skip):
                         rel = Path(name).relative_to(ROOT)
                         self.own[group][f"{rel}:{f.f_lineno} {f.f_code.co_name}"] += 1
                         break

@@ -29,17 +29,27 @@ and fed for the run; nothing leaves 127.0.0.1. One untimed warm-up of every
 method comes first. CPU seconds of this process (app + client; the proxy runs
 in a child process unless ``--inproc-proxy``) and of Orthanc are reported.
 
-``--sample`` adds one extra app run per study with a stack sampler on the
-loader's threads and prints where they spend their time.
+``--what-if-identity`` repeats the app runs with the app's Orthanc session
+sending ``Accept-Encoding: identity`` (set on the live session object for
+those runs; the app's code is unchanged), to size the gzip cost.
+``--sample`` adds one diagnostic app run per study (not in the figures) with
+timers wrapped around the loader's calls and a stack sampler on its threads,
+and prints where the time goes.
 
 Run from the project root (as a module, so that ``requests`` is the library)::
 
     .venv/bin/python -m bench.throughput            # --runs 3
     .venv/bin/python -m bench.throughput --runs 5 --studies demo --sample
     .venv/bin/python -m bench.throughput --via-proxy --app-no-proxy --loader-workers 5
+    .venv/bin/python -m bench.throughput --what-if-identity
 """
 
 from __future__ import annotations
+
+if not __package__:  # run as a file, ``import requests`` would find bench/requests.py
+    raise SystemExit(
+        "run from the project root as: .venv/bin/python -m bench.throughput"
+    )
 
 import argparse
 import dataclasses
@@ -55,6 +65,7 @@ from pathlib import Path
 import requests
 
 from bench._common import (
+    CallTimer,
     Proxy,
     Served,
     StackSampler,
@@ -103,6 +114,37 @@ def direct_fetch(
         s.close()
     assert total > 0
     return elapsed
+
+
+def breakdown_targets(server) -> dict[str, tuple[object, str]]:
+    """Calls to time in a diagnostic run (nested: a row includes the rows below it)."""
+    import services.imagecache as imagecache
+    import services.imaging as imaging
+
+    ext = server.extensions
+    loader, pacs = ext["loader"], ext["pacs"]
+    return {
+        "loader.prefetch (request thread)": (loader, "prefetch"),
+        "loader._candidates (scheduler)": (loader, "_candidates"),
+        "loader._load (one image, worker)": (loader, "_load"),
+        "  pacs.get_frame_compact": (pacs, "get_frame_compact"),
+        "    pacs._cached (lock + fetch)": (pacs, "_cached"),
+        "      pacs._fetch": (pacs, "_fetch"),
+        "        SharedSlots.acquire": (ext["slots"], "acquire"),
+        "        SharedSlots.release": (ext["slots"], "release"),
+        "        HTTP session.request (+gunzip)": (pacs.inner.session, "request"),
+        "        imaging.decode_frames": (imaging, "decode_frames"),
+        "        imaging.meta_from_tags": (imaging, "meta_from_tags"),
+        "        imagecache.compact": (imagecache, "compact"),
+        "        imagecache._to_bytes": (imagecache, "_to_bytes"),
+        "        images.set (diskcache)": (pacs.images, "set"),
+        "  loader._update (progress)": (loader, "_update"),
+        "shared state (SQLite): add": (ext["state"], "add"),
+        "shared state (SQLite): set": (ext["state"], "set"),
+        "shared state (SQLite): incr": (ext["state"], "incr"),
+        "shared state (SQLite): delete": (ext["state"], "delete"),
+        "shared state (SQLite): transact() (count only)": (ext["state"], "transact"),
+    }
 
 
 class AppUnderTest:
@@ -173,9 +215,15 @@ def main(argv: list[str] | None = None) -> int:
         "--loader-workers", type=int, default=4, help="LOADER_WORKERS (app default 4)"
     )
     parser.add_argument("--inproc-proxy", action="store_true")
-    parser.add_argument("--sample", action="store_true", help="stack-sample a run")
+    parser.add_argument("--sample", action="store_true", help="timed + sampled run")
+    parser.add_argument(
+        "--what-if-identity",
+        action="store_true",
+        help="also run the app with its Orthanc session asking Accept-Encoding: identity",
+    )
     parser.add_argument("--timeout", type=float, default=120.0, help="per app run, s")
     args = parser.parse_args(argv)
+    machine = machine_note()  # before the bench loads the machine
     if not 1 <= args.runs <= 50:
         parser.error("--runs must be 1..50")
     if not 1 <= args.loader_workers <= 16:
@@ -233,6 +281,7 @@ def main(argv: list[str] | None = None) -> int:
 
         def run(n: str, method: str) -> dict:
             cpu0, orth0 = time.process_time(), orthanc_cpu_seconds(orthanc)
+            proxy0 = proxy.cpu_seconds()
             if method in direct:
                 base, paths, headers = direct[method]
                 elapsed = direct_fetch(base, orthanc.auth, paths[n], headers=headers)
@@ -243,6 +292,7 @@ def main(argv: list[str] | None = None) -> int:
             out.update(
                 cpu=time.process_time() - cpu0,
                 orthanc_cpu=orthanc_cpu_seconds(orthanc) - orth0,
+                proxy_cpu=proxy.cpu_seconds() - proxy0,
             )
             return out
 
@@ -272,7 +322,7 @@ def main(argv: list[str] | None = None) -> int:
                 rs = results[(n, method)]
                 ips = [r["images"] / r["s"] for r in rs]
                 if method in direct:
-                    reqs, peak = str(rs[0]["requests"]), "5 (client)"
+                    reqs, peak = str(rs[0]["requests"]), "5 (client pool)"
                 else:
                     pixel = [r["pixel"] for r in rs if r["pixel"] is not None]
                     reqs = f"{median(r['requests'] for r in rs):.0f}" + (
@@ -292,13 +342,14 @@ def main(argv: list[str] | None = None) -> int:
                         peak,
                         f"{median(r['cpu'] for r in rs):.2f}",
                         f"{median(r['orthanc_cpu'] for r in rs):.2f}",
+                        f"{median(r['proxy_cpu'] for r in rs):.2f}",
                     ]
                 )
         print()
         print(
             f"# bench.throughput  {datetime.datetime.now().isoformat(timespec='seconds')}"
         )
-        print(f"machine: {machine_note()}")
+        print(f"machine: {machine}")
         print(
             f"runs: {args.runs} (+1 warm-up), loader workers: {args.loader_workers}, "
             f"proxy: {'in-process' if args.inproc_proxy else 'child process'}, "
@@ -319,6 +370,7 @@ def main(argv: list[str] | None = None) -> int:
                     "peak in flight",
                     "CPU s this process",
                     "CPU s Orthanc",
+                    "CPU s proxy",
                 ],
                 rows,
             )
@@ -329,17 +381,102 @@ def main(argv: list[str] | None = None) -> int:
             "child process.)"
         )
 
+        if args.what_if_identity:
+            # Not a change to the app: the same objects, with the Orthanc client's
+            # session asking for uncompressed answers for these runs only.
+            headers = app.server.extensions["pacs"].inner.session.headers
+            saved = headers.get("Accept-Encoding")
+            headers["Accept-Encoding"] = "identity"
+            try:
+                print()
+                what_rows = []
+                for n in names:
+                    rs = [
+                        app.load(studies[n].study_uid, args.timeout)
+                        for _ in range(args.runs)
+                    ]
+                    base_ips = median(
+                        r["images"] / r["s"] for r in results[(n, "direct /file x5")]
+                    )
+                    ips = median(r["images"] / r["s"] for r in rs)
+                    what_rows.append(
+                        [
+                            n,
+                            "app loader, Accept-Encoding: identity",
+                            f"{median(r['s'] for r in rs):.3f}",
+                            f"{p95(r['s'] for r in rs):.3f}",
+                            f"{ips:.1f}",
+                            f"{ips / base_ips:.2f}",
+                            max(r["peak"] for r in rs),
+                        ]
+                    )
+                print(
+                    "## what-if (not the app's default): the app's Orthanc session "
+                    "sends Accept-Encoding: identity"
+                )
+                print(
+                    table(
+                        [
+                            "study",
+                            "method",
+                            "median s",
+                            "p95 s",
+                            "median images/s",
+                            "ratio vs direct /file x5",
+                            "peak in flight",
+                        ],
+                        what_rows,
+                    )
+                )
+            finally:
+                if saved is None:
+                    del headers["Accept-Encoding"]
+                else:
+                    headers["Accept-Encoding"] = saved
+
         if args.sample:
             print()
-            for n in names:
-                with StackSampler(("bulk-fetch", "bulk-loader")) as sampler:
-                    r = app.load(studies[n].study_uid, args.timeout)
-                print(
-                    f"## where the loader threads spend their time: {n} "
-                    f"({r['images']} images in {r['s']:.2f} s, sampled every 5 ms)"
-                )
-                print(sampler.report())
-                print()
+            for other in apps[1:]:  # only the measured app's loader threads exist
+                other.server.extensions["loader"].stop()
+            headers = app.server.extensions["pacs"].inner.session.headers
+            saved = headers.get("Accept-Encoding")
+            encodings = [None, "identity"] if args.what_if_identity else [None]
+            for encoding in encodings:
+                for n in names:
+                    if encoding:
+                        headers["Accept-Encoding"] = encoding
+                    try:
+                        with (
+                            CallTimer(breakdown_targets(app.server)) as timer,
+                            StackSampler(("bulk-fetch", "bulk-loader")) as sampler,
+                        ):
+                            r = app.load(studies[n].study_uid, args.timeout)
+                    finally:
+                        if saved is None:
+                            headers.pop("Accept-Encoding", None)
+                        else:
+                            headers["Accept-Encoding"] = saved
+                    worker_s = args.loader_workers * r["s"]
+                    what = (
+                        "what-if Accept-Encoding: identity" if encoding else "default"
+                    )
+                    print(
+                        f"## diagnostic run ({what}; not in the figures above): {n}, "
+                        f"{r['images']} images in {r['s']:.2f} s with timers and a "
+                        f"5 ms stack sampler; worker-thread time available "
+                        f"{args.loader_workers} x {r['s']:.2f} s = {worker_s:.2f} s"
+                    )
+                    rows = timer.rows()
+                    for row in rows:
+                        row.append(f"{100 * float(row[2]) / worker_s:.0f} %")
+                    print(
+                        table(
+                            ["call", "calls", "total s", "mean ms", "of worker time"],
+                            rows,
+                        )
+                    )
+                    print(sampler.report())
+                    print()
         print(f"total wall time {time.perf_counter() - started:.1f} s")
         return 0
     finally:
