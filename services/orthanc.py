@@ -25,6 +25,7 @@ import io
 import random
 import re
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
@@ -59,7 +60,8 @@ OUT_OF_RANGE = "Parameter out of range"  # e.g. a frame past the last
 # 5x the time of a plain transfer on 2 cores (bench/RESULTS.md): ask for none.
 # JSON answers stay compressed.
 BINARY = {"Accept-Encoding": "identity"}
-META_CACHE_SIZE = 4096  # instances whose tags are kept in memory
+META_CACHE_SIZE = 4096
+LISTING_TTL = 3.0  # seconds a study's listing is reused within this process  # instances whose tags are kept in memory
 FIND_LIMIT = 1000  # studies fetched from /tools/find before sorting and paging
 
 
@@ -165,6 +167,10 @@ class OrthancClient:
         self.requests_sent = 0  # answered by Orthanc (not by the HTTP cache)
         self.cache_hits = 0
         self._meta: dict[str, InstanceMeta] = {}
+        self._ids: dict[tuple[str, str], str] = {}  # (UID, level) -> Orthanc id
+        # study id -> (time, listing): one page view lists a study several
+        # ways (summary, series, images); a short memo makes that one listing
+        self._listings: dict[str, tuple[float, list]] = {}
 
     @staticmethod
     def _build_session(
@@ -263,12 +269,20 @@ class OrthancClient:
         return self._request("GET", path, what, **kwargs).json()
 
     def _lookup(self, uid: str, level: str) -> str:
-        """The Orthanc id of a study or series UID (``NotFound`` if absent)."""
+        """The Orthanc id of a study or series UID (``NotFound`` if absent).
+
+        A UID's id never changes: found ones are remembered (bounded)."""
+        known = self._ids.get((uid, level))
+        if known:
+            return known
         answers = self._request(
             "POST", "/tools/lookup", f"{level} {uid}", data=check_uid(uid)
         ).json()
         for answer in answers:
             if answer.get("Type") == level:
+                if len(self._ids) >= META_CACHE_SIZE:
+                    self._ids.clear()
+                self._ids[(uid, level)] = answer["ID"]
                 return answer["ID"]
         raise NotFound(f"{level.lower()} {uid} not found")
 
@@ -339,8 +353,21 @@ class OrthancClient:
     def _study_listing(
         self, study_uid: str, study_id: str | None = None
     ) -> list[tuple[SeriesSummary, list[dict[str, Any]]]]:
-        """The study's series (sorted) with their instances: two requests."""
+        """The study's series (sorted) with their instances: two requests,
+        reused for ``LISTING_TTL`` seconds."""
         study_id = study_id or self._lookup(study_uid, "Study")
+        memo = self._listings.get(study_id)
+        if memo and time.monotonic() - memo[0] < LISTING_TTL:
+            return memo[1]
+        listing = self._fetch_listing(study_uid, study_id)
+        if len(self._listings) >= 256:
+            self._listings.clear()
+        self._listings[study_id] = (time.monotonic(), listing)
+        return listing
+
+    def _fetch_listing(
+        self, study_uid: str, study_id: str
+    ) -> list[tuple[SeriesSummary, list[dict[str, Any]]]]:
         series = self._json(f"/studies/{study_id}/series", f"study {study_uid}")
         instances = self._json(f"/studies/{study_id}/instances", f"study {study_uid}")
         by_series: dict[str, list[dict[str, Any]]] = {}
