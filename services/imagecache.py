@@ -10,8 +10,8 @@ is kept for ``metadata_ttl`` seconds.
 
 # Developer notes
 - Frames are stored compactly (int16 when the values are whole numbers that
-  fit, else float32; colour as uint8) as ``.npy`` bytes; ``get_frame`` returns
-  the contract's float32 / uint8.
+  fit, else float32; colour as uint8) as (dtype, shape, bytes); ``get_frame``
+  returns the contract's float32 / uint8.
 - Fetching the file rather than Orthanc's ``/numpy`` means one request per
   instance instead of two (pixels + tags), all frames of a multi-frame
   instance at once, and the same pydicom decoders for every backend (Orthanc
@@ -55,14 +55,16 @@ def compact(pixels: np.ndarray) -> np.ndarray:
     return pixels.astype("<f4")
 
 
-def _to_bytes(array: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    np.save(buf, array, allow_pickle=False)
-    return buf.getvalue()
+def _to_bytes(array: np.ndarray) -> tuple[str, tuple[int, ...], bytes]:
+    return (array.dtype.str, array.shape, array.tobytes())
 
 
-def _from_bytes(data: bytes) -> np.ndarray:
-    return np.load(io.BytesIO(data), allow_pickle=False)
+def _from_bytes(value: tuple[str, tuple[int, ...], bytes]) -> np.ndarray:
+    # Not .npy: np.load parses its header with ast.literal_eval, which on
+    # CPython 3.11 fails now and then under threads ("AST constructor
+    # recursion depth mismatch"), a 500 seen in the test suite.
+    dtype, shape, data = value
+    return np.frombuffer(data, dtype=np.dtype(dtype)).reshape(shape)
 
 
 def open_image_cache(directory: str | Path, size_mb: int) -> diskcache.Cache:
@@ -146,7 +148,7 @@ class CachingPacs:
 
     @staticmethod
     def frame_key(instance_id: str, frame_index: int) -> str:
-        return f"frame:{instance_id}:{frame_index}"
+        return f"frame2:{instance_id}:{frame_index}"  # 2: (dtype, shape, bytes)
 
     def has_frame(self, instance_id: str, frame_index: int) -> bool:
         return self.frame_key(instance_id, frame_index) in self.images
@@ -159,7 +161,7 @@ class CachingPacs:
         name = f"instance {instance_id}"
         header = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True, force=True)
         meta = imaging.meta_from_tags(instance_id, header)
-        frames: list[bytes] = []
+        frames: list[tuple[str, tuple[int, ...], bytes]] = []
         try:
             frames = [
                 _to_bytes(compact(f))

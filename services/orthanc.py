@@ -61,6 +61,9 @@ OUT_OF_RANGE = "Parameter out of range"  # e.g. a frame past the last
 # JSON answers stay compressed.
 BINARY = {"Accept-Encoding": "identity"}
 META_CACHE_SIZE = 4096
+# np.load parses .npy headers with ast.literal_eval, which CPython 3.11 can
+# fail under concurrent threads ("AST constructor recursion depth mismatch").
+NPY_LOCK = threading.Lock()
 LISTING_TTL = 3.0  # seconds a study's listing is reused within this process  # instances whose tags are kept in memory
 FIND_LIMIT = 1000  # studies fetched from /tools/find before sorting and paging
 
@@ -458,7 +461,8 @@ class OrthancClient:
             # even with the GDCM plugin): decode the stored file here instead.
             dicom = io.BytesIO(self.get_instance_file(instance_id))
             return imaging.decode_frame(dicom, frame_index, what)
-        pixels = np.load(io.BytesIO(resp.content), allow_pickle=False)
+        with NPY_LOCK:  # np.load's header parsing is not thread-safe on 3.11
+            pixels = np.load(io.BytesIO(resp.content), allow_pickle=False)
         if pixels.ndim == 3 and pixels.shape[2] == 1:
             pixels = pixels[:, :, 0]
         if pixels.ndim == 3:

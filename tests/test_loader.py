@@ -124,11 +124,11 @@ def test_load003_loader_fetches_every_image_once_then_nothing(
 ):
     with CountingProxy(orthanc_server.url, delay=0.005) as proxy:
         pacs, loader = build(proxy.url, orthanc_server.auth, tmp_path)
-        loader.start()
         try:
             study = corpus.demo.study_uid
-            before = loader.prefetch(study)
+            before = loader.prefetch(study)  # queued; nothing runs before start()
             assert all(p.loaded == 0 and p.state == "queued" for p in before)
+            loader.start()
             wait_for(
                 lambda: all(p.state == "complete" for p in loader.progress(study)),
                 what="load",
