@@ -40,7 +40,7 @@ class Settings:
     access_token_minutes: int = 15
     refresh_token_days: int = 7
     login_rate_limit: str = "10 per minute"
-    api_rate_limit: str = "1200 per minute"
+    api_rate_limit: str = "6000 per minute"
     trusted_proxies: int = 0
     redis_url: str = ""
     app_env: str = "development"

@@ -78,6 +78,7 @@ def dash_app(tmp_path_factory, orthanc_server, app_proxy):
         ADMIN_USERNAME=DEMO_USER[0],
         ADMIN_PASSWORD=DEMO_USER[1],
         LOGIN_RATE_LIMIT="1000 per minute",
+        API_RATE_LIMIT="100000 per minute",  # every browser test is one client
     )
     import app as app_module
 
