@@ -190,7 +190,3 @@ class Counters:
             for s in range(now - seconds, now)
         )
         return total / seconds
-
-    def reset(self, *names: str) -> None:
-        for name in names:
-            self.cache.delete(f"count:{self.prefix}:{name}")
