@@ -19,10 +19,11 @@ up to ``max_attempts``; an image that cannot be decoded fails at once. Failed
 images are listed per series and :meth:`retry` puts them back in the queue.
 
 # Developer notes
-- Progress is counted from per-image "done" markers added atomically, so two
-  workers (or processes) finishing the same image count it once, and
-  :meth:`prefetch` re-checks a finished series against the image cache (an
-  image evicted since is loaded again and not counted meanwhile).
+- A series' progress entry holds the set of its loaded image numbers (not a
+  count), updated in short transactions, so two workers (or processes)
+  finishing the same image count it once, and :meth:`prefetch` re-checks the
+  set against the image cache (an image evicted since is loaded again and not
+  counted meanwhile) without losing an image a worker adds during the check.
 - The global cap of 5 requests in flight is not the loader's business: it is
   enforced under every PACS request (:class:`~services.coordination.SharedSlots`).
 """
@@ -47,7 +48,6 @@ log = logging.getLogger(__name__)
 
 VISIBLE_FOR = 15.0  # seconds a study page counts as open after its last poll
 FOCUS_FOR = 120.0  # seconds a focused series keeps top priority
-DONE_FOR = 7 * 86400.0  # "image loaded" markers; prefetch re-checks the cache anyway
 
 
 @dataclass
@@ -159,7 +159,7 @@ class BulkLoader:
         out = []
         for series_uid, images in self._image_series(study_uid).items():
             entry = self.state.get(f"progress:{study_uid}:{series_uid}") or {}
-            loaded = min(entry.get("loaded", 0), len(images))
+            loaded = len(entry.get("done", ()))
             failed = entry.get("failed", [])
             if loaded == len(images):
                 state = "complete"
@@ -214,19 +214,19 @@ class BulkLoader:
     def _revalidate(
         self, study_uid: str, series_uid: str, images: list[ImageRef]
     ) -> None:
-        """Count what is really in the image cache (it may have evicted some)."""
-        loaded = 0
-        for image in images:
-            done = f"done:{study_uid}:{series_uid}:{image.image_number}"
-            if self.pacs.has_frame(image.instance_id, image.frame_index):
-                self.state.add(done, 1, expire=DONE_FOR)
-                loaded += 1
-            else:
-                self.state.delete(done)
+        """Recount from what is really in the image cache (it may have evicted
+        some); an image a worker adds while we look stays counted."""
         key = f"progress:{study_uid}:{series_uid}"
+        before = set((self.state.get(key) or {}).get("done", ()))
+        cached = {
+            i.image_number
+            for i in images
+            if self.pacs.has_frame(i.instance_id, i.frame_index)
+        }
         with self.state.transact():
             entry = self.state.get(key) or {"failed": [], "error": ""}
-            entry["loaded"] = loaded
+            now = set(entry.get("done", ()))
+            entry["done"] = cached | (now - before)
             self.state.set(key, entry)
 
     # -- scheduling (the leading process) --------------------------------------------
@@ -289,14 +289,12 @@ class BulkLoader:
                     images = sorted(
                         images, key=lambda i: abs(i.image_number - 1 - centre)
                     )
-                prefix = f"done:{study_uid}:{series_uid}:"
                 entry = self.state.get(f"progress:{study_uid}:{series_uid}") or {}
-                failed = set(entry.get("failed", []))
+                skip = set(entry.get("failed", ())) | set(entry.get("done", ()))
                 tasks.extend(
                     Task(study_uid, series_uid, i)
                     for i in images
-                    if i.image_number not in failed
-                    and prefix + str(i.image_number) not in self.state
+                    if i.image_number not in skip
                 )
             if len(tasks) == before:
                 finished.append(study_uid)
@@ -398,18 +396,19 @@ class BulkLoader:
             )
             return "retry"
         self._attempts.pop(task.key, None)
-        if self.state.add(f"done:{study}:{series}:{number}", 1, expire=DONE_FOR):
-            with self.state.transact():
-                entry = self.state.get(key) or {"failed": [], "error": ""}
-                entry["loaded"] = entry.get("loaded", 0) + 1
-                entry.update(waiting=False, error="")
-                self.state.set(key, entry)
+        with self.state.transact():
+            entry = self.state.get(key) or {"failed": [], "error": ""}
+            done = set(entry.get("done", ()))
+            first = number not in done
+            entry.update(done=done | {number}, waiting=False, error="")
+            self.state.set(key, entry)
+        if first:
             self.stats.tick("images")
         return "ok"
 
     def _update(self, key: str, **changes: object) -> None:
         with self.state.transact():
-            entry = self.state.get(key) or {"loaded": 0, "failed": [], "error": ""}
+            entry = self.state.get(key) or {"failed": [], "error": ""}
             entry.update(changes)
             self.state.set(key, entry)
 
@@ -419,7 +418,7 @@ class BulkLoader:
         key = f"progress:{task.study_uid}:{task.series_uid}"
         log.warning("image %s of series %s failed: %s", number, task.series_uid, error)
         with self.state.transact():
-            entry = self.state.get(key) or {"loaded": 0, "failed": [], "error": ""}
+            entry = self.state.get(key) or {"failed": [], "error": ""}
             if number not in entry["failed"]:
                 entry["failed"] = sorted([*entry["failed"], number])
             entry["error"] = error

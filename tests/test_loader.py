@@ -151,6 +151,43 @@ def test_load003_loader_fetches_every_image_once_then_nothing(
             loader.stop()
 
 
+def test_load003b_prefetch_while_loading_counts_every_image_once(
+    orthanc_server, corpus, tmp_path
+):
+    """Re-opening a study recounts its progress from the image cache while the
+    workers are storing images: no image may be lost from the count (the
+    loader would then sit idle with a series one short of complete)."""
+    with CountingProxy(orthanc_server.url, delay=0.002) as proxy:
+        pacs, loader = build(proxy.url, orthanc_server.auth, tmp_path)
+        study = corpus.demo.study_uid
+        loader.prefetch(study)
+        loader.start()
+        stop = threading.Event()
+
+        def reopen():  # what every API client's prefetch does
+            while not stop.is_set():
+                loader.prefetch(study)
+
+        clients = [threading.Thread(target=reopen) for _ in range(2)]
+        try:
+            for t in clients:
+                t.start()
+            wait_for(
+                lambda: all(p.state == "complete" for p in loader.progress(study)),
+                what="every series complete",
+            )
+            stop.set()
+            for t in clients:
+                t.join()
+            loader.stop()
+            progress = loader.progress(study)
+            assert [p.loaded for p in progress] == [p.total for p in progress]
+            assert set(file_fetches(proxy).values()) == {1}
+        finally:
+            stop.set()
+            loader.stop()
+
+
 def test_load004_focused_series_loads_first(orthanc_server, corpus, tmp_path):
     with CountingProxy(orthanc_server.url) as proxy:
         pacs, loader = build(proxy.url, orthanc_server.auth, tmp_path, workers=1)

@@ -33,11 +33,15 @@ def all_green(driver) -> bool:
     )
 
 
-def wait_until(check, timeout=60.0, what="state"):
+def wait_until(check, timeout=60.0, what="state", poll=0.05):
+    """Poll ``check`` until true; ``what`` may be a callable (called on timeout)."""
     deadline = time.monotonic() + timeout
     while not check():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
+        if time.monotonic() > deadline:
+            raise AssertionError(
+                f"timed out waiting for {what() if callable(what) else what}"
+            )
+        time.sleep(poll)
 
 
 def study_of(corpus, name):
@@ -159,9 +163,13 @@ def test_study003_three_studies_from_several_clients_cap_and_once(
                 timeout=10,
             ).json()
             out += progress["series"]
-        return all(p["loaded"] + p["failed"] == p["total"] for p in out)
+        pending[:] = [p for p in out if p["loaded"] + p["failed"] != p["total"]]
+        return not pending
 
-    wait_until(settled, timeout=120, what="all three studies loaded")
+    pending = []
+    wait_until(
+        settled, 120, lambda: f"all three studies loaded; pending {pending}", 0.5
+    )
     fetched = [p.split("/")[2] for p in app_proxy.paths if p.endswith("/file")]
     assert len(fetched) == len(set(fetched))  # each instance once
     expected = sum(len(s.instance_uids) for s in corpus.demo.series + corpus.big.series)
