@@ -224,6 +224,22 @@ RAW_FRAME_HEADERS = {
         "description": "The image's own window width, when it has one.",
         "schema": {"type": "number"},
     },
+    "X-Image-Position": {
+        "description": "Image Position (Patient) in mm, `x\\y\\z`, when known.",
+        "schema": {"type": "string"},
+    },
+    "X-Pixel-Spacing": {
+        "description": "Pixel Spacing in mm, `row\\column`, when known.",
+        "schema": {"type": "string"},
+    },
+    "X-Slice-Location": {
+        "description": "Slice Location in mm, when known.",
+        "schema": {"type": "number"},
+    },
+    "X-Slice-Thickness": {
+        "description": "Slice Thickness in mm, when known.",
+        "schema": {"type": "number"},
+    },
 }
 PIXELS_DESCRIPTION = """\
 The frame's pixels, by default raw: `application/octet-stream`, the values

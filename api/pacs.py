@@ -95,6 +95,21 @@ def progress_body(study_uid: str, progress: list[SeriesProgress]) -> Response:
     )
 
 
+def geometry_headers(meta) -> dict[str, str]:
+    """Where the frame lies, for a viewer's overlay (DICOM multi-values as ``a\\b``)."""
+    out = {}
+    for name, value in [
+        ("X-Image-Position", meta.image_position),
+        ("X-Pixel-Spacing", meta.pixel_spacing),
+        ("X-Slice-Location", meta.slice_location),
+        ("X-Slice-Thickness", meta.slice_thickness),
+    ]:
+        if value is not None:
+            values = value if isinstance(value, tuple) else (value,)
+            out[name] = "\\".join(f"{v:g}" for v in values)
+    return out
+
+
 def immutable(body: bytes, mimetype: str, etag: str, **headers: str) -> Response:
     response = Response(body, mimetype=mimetype, headers=headers)
     response.set_etag(etag)
@@ -294,6 +309,7 @@ def register(bp: Blueprint) -> None:
         if meta.window_center is not None and meta.window_width is not None:
             headers["X-Window-Center"] = f"{meta.window_center:g}"
             headers["X-Window-Width"] = f"{meta.window_width:g}"
+        headers.update(geometry_headers(meta))
         response = immutable(
             data.tobytes(),
             "application/octet-stream",

@@ -1,75 +1,919 @@
-/* The first viewer's browser side: one namespace on window.dash_clientside,
- * plus wheel and keyboard listeners attached once for the whole app. */
-/* The image shown and the series length: the source of truth for key and
- * wheel steps, so fast input never reads a counter the page has not redrawn. */
-var viewerState = { current: 0, total: 0 };
-
-window.dash_clientside = Object.assign({}, window.dash_clientside, {
-  viewer: {
-    /* value: the 1-based image number; urls: every image's URL in order;
-     * focus: the image the server's loader was last centred on.
-     * Returns the image source, the counter text and, when the user has
-     * moved 5 images or more, the new centre for the loader; asks the
-     * browser for the 3 images on each side so the next steps need no wait. */
-    show: function (value, urls, focus) {
-      var skip = window.dash_clientside.no_update;
-      if (!urls || !urls.length) return [skip, "", skip];
-      var n = Math.min(Math.max(value || 1, 1), urls.length);
-      for (var d = -3; d <= 3; d++) {
-        var k = n - 1 + d;
-        if (d !== 0 && k >= 0 && k < urls.length) new Image().src = urls[k];
-      }
-      viewerState.current = n;
-      viewerState.total = urls.length;
-      var refocus = Math.abs(n - (focus || 1)) >= 5 ? n : skip;
-      return [urls[n - 1], n + " / " + urls.length, refocus];
-    },
-  },
-});
-
+/* The series viewer, browser side (pages/viewer.py builds the page).
+ *
+ * One namespace on window.dash_clientside ("viewer") for the page's clientside
+ * callbacks, plus wheel, key, mouse and touch listeners attached once to the
+ * document. The viewer keeps the series' raw frames (Hounsfield units for CT)
+ * in memory, applies the window through a lookup table and draws on a canvas
+ * under the Plotly figure's transparent plot area, at the figure's zoom and
+ * pan. Nothing on the scroll path goes to the server or through a Python
+ * callback; the counter and slider follow through set_props.
+ *
+ * Loading: the image shown first, then +-3 neighbours, then the rest nearest
+ * first in the direction of travel, at most MAX_IN_FLIGHT requests at once; a
+ * request for an image no longer wanted is aborted, and when all slots are
+ * busy the least wanted one yields to the image the user is waiting for.
+ * Decoded frames are kept within MEMORY_BUDGET bytes (farthest dropped first;
+ * the browser's HTTP cache keeps the responses, which are immutable).
+ */
 (function () {
-  /* Move the slider by `delta` images (or to `to`), as the user would. */
-  function step(delta, to) {
-    if (!document.getElementById("viewer-slider") || !viewerState.total) return false;
-    var current = viewerState.current;
-    var next = to !== undefined ? to : current + delta;
-    next = Math.min(Math.max(next, 1), viewerState.total);
-    if (next !== current) {
-      viewerState.current = next;
-      window.dash_clientside.set_props("viewer-slider", { value: next });
-    }
-    return true;
+  "use strict";
+  var MAX_IN_FLIGHT = 5;
+  var NEIGHBOURS = 3;
+  var MEMORY_BUDGET = 160 * 1024 * 1024;
+  var ZOOM_STEP = 1.25;
+  var WHEEL_NOTCH = 100; // deltaY of one notch in pixel mode (Chrome, Firefox)
+  var SWIPE_STEP = 24; // px of vertical swipe per image
+  var MAX_TRIES = 4;
+
+  var V = null; // the open viewer, or null
+  var serial = 0;
+
+  function dc() {
+    return window.dash_clientside;
   }
+  function setProps(id, props) {
+    if (alive()) dc().set_props(id, props); // (a dcc.Store has no element)
+  }
+  function clamp(v, lo, hi) {
+    return Math.min(Math.max(v, lo), hi);
+  }
+  function num(text) {
+    var v = text === null || text === undefined || text === "" ? NaN : Number(text);
+    return isFinite(v) ? v : null;
+  }
+  function alive() {
+    return V && document.body.contains(V.viewport);
+  }
+
+  // -- opening a series --------------------------------------------------------
+
+  function open(cfg) {
+    close();
+    var viewport = document.getElementById("viewer-viewport");
+    var canvas = document.getElementById("viewer-canvas");
+    if (!viewport || !canvas || !cfg) return;
+    V = {
+      id: ++serial,
+      cfg: cfg,
+      total: cfg.urls.length,
+      n: clamp(cfg.start || 1, 1, cfg.urls.length),
+      direction: 1,
+      images: new Map(), // index -> decoded frame
+      bytes: 0,
+      inflight: new Map(), // index -> AbortController
+      peakInFlight: 0,
+      failed: new Map(), // index -> {tries, until}
+      window: cfg.window, // [centre, width], null until the first frame
+      preset: cfg.window ? "custom" : "default",
+      defaultWindow: null,
+      shown: -1, // index rendered (window applied), to be blitted
+      painted: -1, // index on the canvas
+      drawnKey: "",
+      viewport: viewport,
+      canvas: canvas,
+      gd: null,
+      off: document.createElement("canvas"),
+      lut: null,
+      lutKey: "",
+      playing: false,
+      fps: cfg.fps || 24,
+      loop: true,
+      lastCine: null,
+      sensitivity: readSensitivity(cfg.user),
+      wheelAcc: 0,
+      focusSent: cfg.start || 1,
+      echoes: new Map(), // slider value -> when we pushed it (not yet echoed)
+      infoShown: false,
+      urlTimer: null,
+    };
+    setProps("scroll-sensitivity", { value: V.sensitivity });
+    attachGraph(V.id);
+    schedule();
+    viewport.focus({ preventScroll: true });
+  }
+
+  function close() {
+    if (!V) return;
+    V.playing = false;
+    V.inflight.forEach(function (ctl) {
+      ctl.abort();
+    });
+    V = null;
+  }
+
+  /* Wait for Plotly to have drawn the figure, then follow its zoom and pan. */
+  function attachGraph(id) {
+    if (!V || V.id !== id) return;
+    var holder = document.getElementById("viewer-graph");
+    var gd = holder && holder.querySelector(".js-plotly-plot");
+    if (!gd || !gd._fullLayout || !gd.on) {
+      requestAnimationFrame(function () {
+        attachGraph(id);
+      });
+      return;
+    }
+    V.gd = gd;
+    ["plotly_relayout", "plotly_relayouting", "plotly_afterplot"].forEach(function (name) {
+      gd.on(name, function () {
+        if (V && V.gd === gd) {
+          blit();
+          updateInfo();
+        }
+      });
+    });
+    new ResizeObserver(function () {
+      if (V && V.gd === gd && window.Plotly) window.Plotly.Plots.resize(gd);
+    }).observe(V.viewport);
+    blit();
+  }
+
+  // -- moving through the series -------------------------------------------------
+
+  /* Show image n (1-based): draw it if it is here, else keep the last image on
+   * screen and say what is loading; tell Dash, the server's loader and the URL. */
+  function go(n, perf, fromSlider) {
+    if (!V) return;
+    n = clamp(Math.round(n), 1, V.total);
+    if (n === V.n && V.shown === n - 1) return;
+    if (n !== V.n) V.direction = n > V.n ? 1 : -1;
+    V.n = n;
+    draw(perf);
+    setProps("image-counter", { children: n + " / " + V.total });
+    if (!fromSlider) {
+      V.echoes.set(n, performance.now());
+      setProps("viewer-slider", { value: n });
+    }
+    if (Math.abs(n - V.focusSent) >= 5) {
+      V.focusSent = n;
+      setProps("viewer-focus", { data: n });
+    }
+    schedule();
+    rememberInUrl();
+  }
+
+  function step(delta) {
+    if (V) go(V.n + delta);
+  }
+
+  function rememberInUrl() {
+    clearTimeout(V.urlTimer);
+    V.urlTimer = setTimeout(function () {
+      if (!alive()) return;
+      var q = new URLSearchParams(window.location.search);
+      q.set("image", String(V.n));
+      if (V.window) {
+        q.set("wc", String(Math.round(V.window[0])));
+        q.set("ww", String(Math.round(V.window[1])));
+      }
+      window.history.replaceState(window.history.state, "", window.location.pathname + "?" + q);
+    }, 250);
+  }
+
+  // -- loading -----------------------------------------------------------------
+
+  /* Indexes to hold in memory, best first: the current image, its neighbours,
+   * then nearest first, ahead before behind, as far as the budget goes. */
+  function wanted() {
+    var here = V.n - 1,
+      dir = V.direction,
+      out = [here];
+    var perImage = V.cfg.rows * V.cfg.columns * 2 || 1;
+    var room = Math.max(2 * NEIGHBOURS + 1, Math.floor(MEMORY_BUDGET / perImage));
+    for (var d = 1; out.length < room && d < V.total; d++) {
+      var ahead = here + dir * d,
+        behind = here - dir * d;
+      if (ahead >= 0 && ahead < V.total) out.push(ahead);
+      if (behind >= 0 && behind < V.total && out.length < room) out.push(behind);
+    }
+    return out;
+  }
+
+  function schedule() {
+    if (!alive()) return;
+    var list = wanted();
+    var rank = new Map();
+    list.forEach(function (index, i) {
+      rank.set(index, i);
+    });
+    V.inflight.forEach(function (ctl, index) {
+      if (!rank.has(index)) ctl.abort(); // no longer wanted
+    });
+    V.images.forEach(function (img, index) {
+      if (!rank.has(index)) forget(index);
+    });
+    var now = performance.now();
+    for (var i = 0; i < list.length; i++) {
+      var index = list[i];
+      if (V.images.has(index) || V.inflight.has(index)) continue;
+      var f = V.failed.get(index);
+      if (f && (f.tries >= MAX_TRIES || f.until > now)) continue;
+      if (V.inflight.size >= MAX_IN_FLIGHT) {
+        if (i > NEIGHBOURS * 2) break;
+        // a wanted image waits for a slot: the least wanted request yields
+        var worst = -1,
+          worstRank = i;
+        V.inflight.forEach(function (ctl, j) {
+          if (rank.get(j) > worstRank) {
+            worst = j;
+            worstRank = rank.get(j);
+          }
+        });
+        if (worst < 0) break;
+        V.inflight.get(worst).abort();
+        V.inflight.delete(worst);
+      }
+      fetchImage(index);
+    }
+  }
+
+  function fetchImage(index) {
+    var owner = V.id,
+      ctl = new AbortController();
+    V.inflight.set(index, ctl);
+    V.peakInFlight = Math.max(V.peakInFlight, V.inflight.size);
+    fetch(V.cfg.urls[index], {
+      signal: ctl.signal,
+      credentials: "same-origin",
+      headers: { Accept: "application/octet-stream" },
+    })
+      .then(function (r) {
+        if (!r.ok) {
+          var e = new Error("HTTP " + r.status);
+          e.status = r.status;
+          e.retryAfter = num(r.headers.get("Retry-After"));
+          throw e;
+        }
+        return r.arrayBuffer().then(function (buf) {
+          return decode(buf, r.headers);
+        });
+      })
+      .then(function (img) {
+        if (!V || V.id !== owner || V.inflight.get(index) !== ctl) return;
+        V.inflight.delete(index);
+        V.failed.delete(index);
+        V.images.set(index, img);
+        V.bytes += img.data.byteLength;
+        if (index === V.n - 1) draw();
+        schedule();
+      })
+      .catch(function (err) {
+        if (!V || V.id !== owner || V.inflight.get(index) !== ctl) return;
+        V.inflight.delete(index);
+        if (err.name === "AbortError") return;
+        var f = V.failed.get(index) || { tries: 0 };
+        f.tries += 1;
+        var wait = err.retryAfter ? err.retryAfter * 1000 : 500 * Math.pow(2, f.tries - 1);
+        f.until = performance.now() + wait * (0.5 + Math.random());
+        f.error = err.status === 401 ? "signed out: reload the page to sign in" : err.message;
+        V.failed.set(index, f);
+        if (index === V.n - 1) status();
+        if (f.tries < MAX_TRIES) setTimeout(schedule, f.until - performance.now());
+        else schedule();
+      });
+  }
+
+  function forget(index) {
+    var img = V.images.get(index);
+    if (!img) return;
+    V.bytes -= img.data.byteLength;
+    V.images.delete(index);
+  }
+
+  function decode(buf, h) {
+    var dtype = h.get("X-Image-Dtype") || "int16";
+    var samples = Number(h.get("X-Image-Samples") || 1);
+    var data =
+      dtype === "int16"
+        ? new Int16Array(buf)
+        : dtype === "float32"
+        ? new Float32Array(buf)
+        : new Uint8Array(buf);
+    var min = Infinity,
+      max = -Infinity;
+    if (samples === 1) {
+      for (var i = 0; i < data.length; i++) {
+        var v = data[i];
+        if (v < min) min = v;
+        if (v > max) max = v;
+      }
+    } else {
+      min = 0;
+      max = 255;
+    }
+    var parts = function (name) {
+      var t = h.get(name);
+      return t ? t.split("\\").map(Number) : null;
+    };
+    return {
+      data: data,
+      rows: Number(h.get("X-Image-Rows")),
+      cols: Number(h.get("X-Image-Columns")),
+      dtype: dtype,
+      samples: samples,
+      min: min,
+      max: max,
+      ownWindow:
+        num(h.get("X-Window-Width")) > 0
+          ? [num(h.get("X-Window-Center")), num(h.get("X-Window-Width"))]
+          : null,
+      invert: h.get("X-Photometric") === "MONOCHROME1",
+      position: parts("X-Image-Position"),
+      spacing: parts("X-Pixel-Spacing"),
+      location: num(h.get("X-Slice-Location")),
+      thickness: num(h.get("X-Slice-Thickness")),
+    };
+  }
+
+  // -- window ------------------------------------------------------------------
+
+  function autoWindow(img) {
+    return [(img.max + img.min) / 2, Math.max(1, img.max - img.min)];
+  }
+
+  /* The series' default: the first image's own window, else its value range. */
+  function setDefaultWindow(img) {
+    V.defaultWindow = img.ownWindow || autoWindow(img);
+    if (!V.window) setWindow(V.defaultWindow[0], V.defaultWindow[1], "default");
+    else pushWindow(null);
+  }
+
+  function setWindow(c, w, preset) {
+    if (!V || c === null || w === null || !(w > 0)) return;
+    V.window = [c, w];
+    if (preset !== null) V.preset = preset || "custom";
+    draw();
+    pushWindow(preset);
+    rememberInUrl();
+  }
+
+  function pushWindow(preset) {
+    setProps("wl-center", { value: Math.round(V.window[0] * 10) / 10 });
+    setProps("wl-width", { value: Math.round(V.window[1] * 10) / 10 });
+    if (preset !== null) setProps("wl-preset", { value: preset || "custom" });
+  }
+
+  function applyPreset(name) {
+    if (!V) return;
+    var current = V.images.get(V.shown);
+    if (name === "default" && V.defaultWindow) setWindow(V.defaultWindow[0], V.defaultWindow[1], "default");
+    else if (name === "auto" && current) setWindow(autoWindow(current)[0], autoWindow(current)[1], "auto");
+    else if (V.cfg.presets[name]) setWindow(V.cfg.presets[name][0], V.cfg.presets[name][1], name);
+  }
+
+  /* A lookup table from stored value (offset by the image's minimum) to an
+   * opaque grey RGBA pixel: the DICOM linear window (PS3.3 C.11.2.1.2). */
+  function lookup(img) {
+    var c = V.window[0],
+      w = V.window[1];
+    var key = [c, w, img.min, img.max, img.invert].join(",");
+    if (key === V.lutKey) return V.lut;
+    var n = img.max - img.min + 1;
+    var lut = new Uint32Array(n);
+    var lo = c - 0.5 - (w - 1) / 2,
+      hi = c - 0.5 + (w - 1) / 2;
+    for (var i = 0; i < n; i++) {
+      var x = img.min + i;
+      var g = x <= lo ? 0 : x > hi ? 255 : Math.round(((x - (c - 0.5)) / Math.max(w - 1, 1) + 0.5) * 255);
+      if (img.invert) g = 255 - g;
+      lut[i] = 0xff000000 | (g << 16) | (g << 8) | g;
+    }
+    V.lut = lut;
+    V.lutKey = key;
+    return lut;
+  }
+
+  // -- drawing -----------------------------------------------------------------
+
+  /* Render image n into the offscreen canvas (window applied), then blit. */
+  function draw(perf) {
+    if (!alive()) return;
+    var index = V.n - 1,
+      img = V.images.get(index);
+    if (img && !V.defaultWindow) setDefaultWindow(img);
+    if (img && V.window) {
+      var key = index + ":" + V.window.join(",");
+      if (key !== V.drawnKey) {
+        render(img);
+        V.drawnKey = key;
+      }
+      V.shown = index;
+      blit();
+    }
+    status();
+    if (V.infoShown) updateInfo();
+    if (perf && window.viewerPerf) {
+      perf.drawn = performance.now();
+      perf.shown = V.shown === index;
+      window.viewerPerf.push(perf);
+      setTimeout(function () {
+        perf.painted = performance.now(); // after this frame's rendering
+      }, 0);
+    }
+  }
+
+  function render(img) {
+    var off = V.off;
+    if (off.width !== img.cols || off.height !== img.rows) {
+      off.width = img.cols;
+      off.height = img.rows;
+      V.offData = null;
+    }
+    var ctx = off.getContext("2d");
+    if (!V.offData) V.offData = ctx.createImageData(img.cols, img.rows);
+    var out = new Uint32Array(V.offData.data.buffer);
+    var data = img.data,
+      n = img.rows * img.cols,
+      i;
+    if (img.samples === 3) {
+      for (i = 0; i < n; i++) {
+        out[i] = 0xff000000 | (data[3 * i + 2] << 16) | (data[3 * i + 1] << 8) | data[3 * i];
+      }
+    } else if (img.dtype === "float32" || img.max - img.min > 65535) {
+      var c = V.window[0],
+        w = V.window[1];
+      for (i = 0; i < n; i++) {
+        var g = clamp(Math.round(((data[i] - (c - 0.5)) / Math.max(w - 1, 1) + 0.5) * 255), 0, 255);
+        if (img.invert) g = 255 - g;
+        out[i] = 0xff000000 | (g << 16) | (g << 8) | g;
+      }
+    } else {
+      var lut = lookup(img),
+        min = img.min;
+      for (i = 0; i < n; i++) out[i] = lut[data[i] - min];
+    }
+    ctx.putImageData(V.offData, 0, 0);
+  }
+
+  /* Where the image lies on screen: the Plotly plot area at its axis ranges. */
+  function geometry() {
+    var gd = V.gd;
+    if (!gd || !gd._fullLayout || !gd._fullLayout.xaxis) return null;
+    var fl = gd._fullLayout,
+      size = fl._size,
+      xr = fl.xaxis.range,
+      yr = fl.yaxis.range;
+    var vp = V.viewport.getBoundingClientRect(),
+      g = gd.getBoundingClientRect();
+    var sx = size.w / (xr[1] - xr[0]),
+      sy = size.h / (yr[0] - yr[1]); // y reversed: row 0 at the top
+    return {
+      left: g.left - vp.left + size.l,
+      top: g.top - vp.top + size.t,
+      width: size.w,
+      height: size.h,
+      sx: sx,
+      sy: sy,
+      x0: xr[0],
+      y0: yr[1],
+    };
+  }
+
+  function blit() {
+    if (!alive() || V.shown < 0) return;
+    var geo = geometry();
+    if (!geo) return;
+    var canvas = V.canvas,
+      ratio = window.devicePixelRatio || 1;
+    var cw = V.viewport.clientWidth,
+      ch = V.viewport.clientHeight;
+    if (canvas.width !== Math.round(cw * ratio) || canvas.height !== Math.round(ch * ratio)) {
+      canvas.width = Math.round(cw * ratio);
+      canvas.height = Math.round(ch * ratio);
+    }
+    var ctx = canvas.getContext("2d");
+    ctx.setTransform(ratio, 0, 0, ratio, 0, 0);
+    ctx.clearRect(0, 0, cw, ch);
+    ctx.save();
+    ctx.beginPath();
+    ctx.rect(geo.left, geo.top, geo.width, geo.height);
+    ctx.clip();
+    ctx.imageSmoothingEnabled = geo.sx < 3; // show pixels when zoomed far in
+    ctx.drawImage(
+      V.off,
+      geo.left + (-0.5 - geo.x0) * geo.sx,
+      geo.top + (-0.5 - geo.y0) * geo.sy,
+      V.off.width * geo.sx,
+      V.off.height * geo.sy
+    );
+    ctx.restore();
+    V.painted = V.shown;
+  }
+
+  function status() {
+    var el = document.getElementById("viewer-status");
+    if (!el) return;
+    var index = V.n - 1,
+      f = V.failed.get(index),
+      text = "";
+    if (!V.images.has(index)) {
+      text =
+        f && f.tries >= MAX_TRIES
+          ? "Image " + V.n + " could not be loaded (" + f.error + ")"
+          : "Loading image " + V.n + "…";
+    }
+    if (el.textContent !== text) el.textContent = text;
+    el.classList.toggle("failed", !!(f && f.tries >= MAX_TRIES));
+  }
+
+  function zoomFactor() {
+    var geo = geometry();
+    return geo ? geo.sx : 1;
+  }
+
+  function fmt(list, digits) {
+    return list
+      ? list
+          .map(function (v) {
+            return v.toFixed(digits);
+          })
+          .join(", ")
+      : "—";
+  }
+
+  function updateInfo() {
+    var el = document.getElementById("viewer-info");
+    if (!el || !V) return;
+    el.hidden = !V.infoShown;
+    if (!V.infoShown) return;
+    var img = V.images.get(V.shown) || {};
+    var lines = [];
+    Object.keys(V.cfg.info).forEach(function (k) {
+      lines.push([k, V.cfg.info[k]]);
+    });
+    lines.push(["Image", V.n + " / " + V.total]);
+    lines.push(["Position (mm)", fmt(img.position, 1)]);
+    lines.push(["Slice location", img.location === null || img.location === undefined ? "—" : img.location.toFixed(2) + " mm"]);
+    lines.push(["Thickness", img.thickness ? img.thickness + " mm" : "—"]);
+    lines.push(["Window", V.window ? "C " + Math.round(V.window[0]) + " / W " + Math.round(V.window[1]) : "—"]);
+    lines.push(["Zoom", zoomFactor().toFixed(2) + "×"]);
+    el.textContent = "";
+    lines.forEach(function (kv) {
+      var row = document.createElement("div");
+      var b = document.createElement("span");
+      b.className = "k";
+      b.textContent = kv[0] + " ";
+      row.appendChild(b);
+      row.appendChild(document.createTextNode(kv[1]));
+      el.appendChild(row);
+    });
+  }
+
+  /* The value under the mouse (Hounsfield units for CT). */
+  function readout(event) {
+    var el = document.getElementById("viewer-readout");
+    if (!el || !alive()) return;
+    var img = V.images.get(V.shown),
+      geo = geometry();
+    if (!img || !geo) return;
+    var vp = V.viewport.getBoundingClientRect();
+    var x = Math.round(geo.x0 + (event.clientX - vp.left - geo.left) / geo.sx);
+    var y = Math.round(geo.y0 + (event.clientY - vp.top - geo.top) / geo.sy);
+    if (x < 0 || y < 0 || x >= img.cols || y >= img.rows) {
+      el.textContent = "";
+      return;
+    }
+    var text;
+    if (img.samples === 3) {
+      var k = 3 * (y * img.cols + x);
+      text = "RGB " + img.data[k] + ", " + img.data[k + 1] + ", " + img.data[k + 2];
+    } else {
+      var v = img.data[y * img.cols + x];
+      text = (img.dtype === "float32" ? v.toFixed(2) : String(v)) + (V.cfg.modality === "CT" ? " HU" : "");
+    }
+    el.textContent = "x " + x + "  y " + y + "  " + text;
+  }
+
+  // -- zoom and pan (the figure's axis ranges) -------------------------------------
+
+  function relayout(xr, yr) {
+    if (V && V.gd && window.Plotly) {
+      window.Plotly.relayout(V.gd, { "xaxis.range": xr, "yaxis.range": yr });
+    }
+  }
+
+  function fit() {
+    relayout([-0.5, V.cfg.columns - 0.5], [V.cfg.rows - 0.5, -0.5]);
+  }
+
+  /* Scale by f around (cx, cy) in image coordinates (default: the centre). */
+  function zoomBy(f, cx, cy) {
+    var geo = geometry();
+    if (!geo) return;
+    var x1 = geo.x0 + geo.width / geo.sx,
+      y1 = geo.y0 + geo.height / geo.sy;
+    if (cx === undefined) {
+      cx = (geo.x0 + x1) / 2;
+      cy = (geo.y0 + y1) / 2;
+    }
+    relayout([cx - (cx - geo.x0) / f, cx + (x1 - cx) / f], [cy + (y1 - cy) / f, cy - (cy - geo.y0) / f]);
+  }
+
+  function oneToOne() {
+    var geo = geometry();
+    if (geo) zoomBy(1 / geo.sx); // one image pixel per CSS pixel
+  }
+
+  function reset() {
+    fit();
+    if (V.defaultWindow) setWindow(V.defaultWindow[0], V.defaultWindow[1], "default");
+  }
+
+  function toggleInfo() {
+    V.infoShown = !V.infoShown;
+    updateInfo();
+  }
+
+  // -- cine --------------------------------------------------------------------
+
+  function play() {
+    if (!V || V.playing) return;
+    if (V.n === V.total) go(1);
+    V.playing = true;
+    V.lastCine = null;
+    requestAnimationFrame(tick);
+    V.viewport.classList.add("playing");
+  }
+
+  function pause() {
+    if (!V) return;
+    V.playing = false;
+    V.viewport.classList.remove("playing");
+  }
+
+  /* One animation frame of cine: advance when the next image is due and here
+   * (a frame not loaded yet holds the current one: never a blank frame). */
+  function tick(ts) {
+    if (!alive() || !V.playing) return;
+    var interval = 1000 / V.fps;
+    if (V.lastCine === null) V.lastCine = ts;
+    if (ts - V.lastCine >= interval - 4) {
+      var next = V.n + 1;
+      if (next > V.total) {
+        if (!V.loop) return pause();
+        next = 1;
+      }
+      if (V.images.has(next - 1)) {
+        V.direction = 1;
+        go(next, window.viewerPerf ? { kind: "cine", event: ts } : undefined);
+        V.lastCine = ts - V.lastCine > 2 * interval ? ts : V.lastCine + interval;
+      }
+    }
+    requestAnimationFrame(tick);
+  }
+
+  // -- sensitivity, remembered per user in this browser ------------------------------
+
+  function sensitivityKey(user) {
+    return "viewer.sensitivity." + (user || "");
+  }
+  function readSensitivity(user) {
+    var v = num(window.localStorage.getItem(sensitivityKey(user)));
+    return v ? clamp(v, 0.5, 3) : 1;
+  }
+
+  // -- Dash callbacks ------------------------------------------------------------
+
+  window.dash_clientside = Object.assign({}, window.dash_clientside, {
+    viewer: {
+      init: function (cfg) {
+        open(cfg);
+      },
+      /* The slider moved: by the user, or as the echo of a step we pushed
+       * (which may arrive after later steps: never go back to it). */
+      slide: function (value) {
+        if (!V || !value) return;
+        var pushed = V.echoes.get(value);
+        V.echoes.delete(value);
+        if (pushed && performance.now() - pushed < 2000) return;
+        if (value !== V.n) go(value, undefined, true);
+      },
+      goto: function (value) {
+        var empty = value === null || value === undefined || value === "";
+        if (!V || empty || (typeof value === "number" && isNaN(value))) {
+          setProps("image-goto", { invalid: false });
+          return "";
+        }
+        var n = Number(value);
+        if (!Number.isInteger(n) || n < 1 || n > V.total) {
+          setProps("image-goto", { invalid: true });
+          return "No image " + value + ": 1–" + V.total;
+        }
+        setProps("image-goto", { invalid: false, value: null });
+        go(n);
+        V.viewport.focus({ preventScroll: true });
+        return "";
+      },
+      command: function () {
+        if (!V) return;
+        var id = dc().callback_context.triggered_id;
+        ({
+          "cine-play": play,
+          "cine-pause": pause,
+          "cine-stop": function () {
+            pause();
+            go(1);
+          },
+          "zoom-fit": fit,
+          "zoom-1to1": oneToOne,
+          "zoom-in": function () {
+            zoomBy(ZOOM_STEP);
+          },
+          "zoom-out": function () {
+            zoomBy(1 / ZOOM_STEP);
+          },
+          "view-reset": reset,
+          "info-toggle": toggleInfo,
+        }[id] || function () {})();
+      },
+      settings: function (sensitivity, fps, loop) {
+        if (!V) return;
+        if (sensitivity) {
+          V.sensitivity = clamp(sensitivity, 0.5, 3);
+          window.localStorage.setItem(sensitivityKey(V.cfg.user), String(V.sensitivity));
+        }
+        if (fps >= 1 && fps <= 60) V.fps = fps;
+        V.loop = !!loop;
+      },
+      window: function (centre, width, preset) {
+        var skip = dc().no_update;
+        if (!V) return skip;
+        if (dc().callback_context.triggered_id === "wl-preset") {
+          if (preset && preset !== "custom" && preset !== V.preset) applyPreset(preset);
+          return skip;
+        }
+        var c = num(centre),
+          w = num(width);
+        if (c === null || w === null || w <= 0) return skip;
+        if (V.window && c === Math.round(V.window[0] * 10) / 10 && w === Math.round(V.window[1] * 10) / 10) {
+          return skip; // our own echo
+        }
+        setWindow(c, w, null);
+        return "custom";
+      },
+      /* For tests and benchmarks: what the viewer holds (read only). */
+      state: function () {
+        return V
+          ? {
+              n: V.n,
+              shown: V.painted + 1,
+              total: V.total,
+              window: V.window,
+              zoom: zoomFactor(),
+              loaded: Array.from(V.images.keys()).map(function (i) {
+                return i + 1;
+              }),
+              bytes: V.bytes,
+              inFlight: V.inflight.size,
+              peakInFlight: V.peakInFlight,
+              playing: V.playing,
+              sensitivity: V.sensitivity,
+              fps: V.fps,
+            }
+          : null;
+      },
+    },
+  });
+
+  // -- input -------------------------------------------------------------------
+
+  function inViewport(target) {
+    return target && target.closest && target.closest("#viewer-viewport");
+  }
+
+  var KEYS = { ArrowDown: 1, ArrowRight: 1, ArrowUp: -1, ArrowLeft: -1, PageDown: 10, PageUp: -10 };
+  var PRESET_KEYS = { 0: "default", 1: "soft", 2: "lung", 3: "liver", 4: "bone", 5: "brain" };
 
   document.addEventListener("keydown", function (event) {
     // event: keys act on the viewer unless the user types into a field
-    var tag = (event.target && event.target.tagName) || "";
-    if (tag === "INPUT" || tag === "TEXTAREA" || tag === "SELECT") return;
-    var keys = { ArrowDown: 1, ArrowRight: 1, ArrowUp: -1, ArrowLeft: -1, PageDown: 10, PageUp: -10 };
-    var handled = false;
-    if (event.key in keys) handled = step(keys[event.key]);
-    else if (event.key === "Home") handled = step(0, 1);
-    else if (event.key === "End") handled = step(0, Infinity);
+    if (!alive() || event.ctrlKey || event.metaKey || event.altKey) return;
+    var t = event.target,
+      tag = (t && t.tagName) || "";
+    var field = tag === "INPUT" || tag === "TEXTAREA" || tag === "SELECT" || (t && t.isContentEditable);
+    if (field || (t && t.closest && t.closest("[role=slider]"))) {
+      if (event.key === "Escape") V.viewport.focus({ preventScroll: true });
+      return;
+    }
+    var k = event.key,
+      handled = true;
+    if (k in KEYS) step(KEYS[k]);
+    else if (k === "Home") go(1);
+    else if (k === "End") go(V.total);
+    else if (k === " ") V.playing ? pause() : play();
+    else if (k in PRESET_KEYS) applyPreset(PRESET_KEYS[k]);
+    else if (k === "r" || k === "R") reset();
+    else if (k === "i" || k === "I") toggleInfo();
+    else if (k === "+" || k === "=") zoomBy(ZOOM_STEP);
+    else if (k === "-") zoomBy(1 / ZOOM_STEP);
+    else handled = false;
     if (handled) event.preventDefault();
   });
 
-  var pending = 0, frame = null;
+  /* Wheel: images, at the chosen sensitivity, applied once per animation
+   * frame; ctrl+wheel (and trackpad pinch) zooms around the pointer. */
+  var wheelFrame = null,
+    wheelPerf = null;
   document.addEventListener(
     "wheel",
     function (event) {
-      // event: a wheel over the viewport steps through the series, one
-      // image per notch, coalesced to one step per animation frame
-      if (!event.target.closest || !event.target.closest("#viewer-viewport")) return;
+      if (!alive() || !inViewport(event.target)) return;
       event.preventDefault();
-      pending += event.deltaY > 0 ? 1 : -1;
-      if (frame === null) {
-        frame = requestAnimationFrame(function () {
-          step(pending);
-          pending = 0;
-          frame = null;
+      var delta = event.deltaY * (event.deltaMode === 1 ? 33 : event.deltaMode === 2 ? 400 : 1);
+      if (event.ctrlKey) {
+        var geo = geometry(),
+          vp = V.viewport.getBoundingClientRect();
+        if (geo) {
+          zoomBy(
+            Math.pow(1.002, -delta),
+            geo.x0 + (event.clientX - vp.left - geo.left) / geo.sx,
+            geo.y0 + (event.clientY - vp.top - geo.top) / geo.sy
+          );
+        }
+        return;
+      }
+      V.wheelAcc += (delta / WHEEL_NOTCH) * V.sensitivity;
+      if (window.viewerPerf && !wheelPerf) wheelPerf = { kind: "wheel", event: event.timeStamp };
+      if (wheelFrame === null) {
+        wheelFrame = requestAnimationFrame(function () {
+          wheelFrame = null;
+          if (!V) return;
+          var steps = V.wheelAcc > 0 ? Math.floor(V.wheelAcc) : Math.ceil(V.wheelAcc);
+          V.wheelAcc -= steps;
+          var perf = wheelPerf;
+          wheelPerf = null;
+          if (steps) go(V.n + steps, perf || undefined);
         });
       }
     },
     { passive: false }
+  );
+
+  /* Right-drag: window (horizontal: width, vertical: centre), captured before
+   * Plotly's drag layer sees it. */
+  var drag = null;
+  document.addEventListener(
+    "mousedown",
+    function (event) {
+      if (!alive() || !inViewport(event.target)) return;
+      V.viewport.focus({ preventScroll: true });
+      if (event.button !== 2 || !V.window) return;
+      event.preventDefault();
+      event.stopPropagation();
+      var img = V.images.get(V.shown);
+      var range = img ? Math.max(img.max - img.min, 1) : 1000;
+      drag = { x: event.clientX, y: event.clientY, window: V.window.slice(), perPx: Math.max(range / 512, 0.5) };
+    },
+    true
+  );
+  document.addEventListener("mousemove", function (event) {
+    if (drag && V) {
+      var w = Math.max(1, drag.window[1] + (event.clientX - drag.x) * drag.perPx);
+      var c = drag.window[0] + (event.clientY - drag.y) * drag.perPx;
+      V.window = [c, w];
+      draw();
+      return;
+    }
+    if (alive() && inViewport(event.target)) readout(event);
+  });
+  document.addEventListener("mouseup", function () {
+    if (drag && V) {
+      drag = null;
+      setWindow(V.window[0], V.window[1], "custom");
+    }
+  });
+  document.addEventListener("contextmenu", function (event) {
+    if (alive() && inViewport(event.target)) event.preventDefault();
+  });
+
+  /* Touch: a one-finger vertical swipe steps through the series. */
+  var touchY = null;
+  document.addEventListener(
+    "touchstart",
+    function (event) {
+      if (!alive() || !inViewport(event.target) || event.touches.length !== 1) return;
+      touchY = event.touches[0].clientY;
+    },
+    { passive: true, capture: true }
+  );
+  document.addEventListener(
+    "touchmove",
+    function (event) {
+      if (touchY === null || !alive() || event.touches.length !== 1) return;
+      var dy = touchY - event.touches[0].clientY,
+        steps = Math.trunc(dy / SWIPE_STEP);
+      event.preventDefault();
+      event.stopPropagation();
+      if (steps) {
+        touchY -= steps * SWIPE_STEP;
+        step(steps);
+      }
+    },
+    { passive: false, capture: true }
+  );
+  document.addEventListener(
+    "touchend",
+    function () {
+      touchY = null;
+    },
+    true
   );
 })();

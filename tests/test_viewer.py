@@ -1,78 +1,460 @@
-"""The first viewer in real Chromium: keys, wheel, counter, and the loader's
-priority following the series on screen."""
+"""The series viewer in real Chromium on a real Orthanc: every control and
+shortcut of issue #5, with their edges.
+
+What the viewer holds is read through ``dash_clientside.viewer.state()``;
+what the user sees through the counter, inputs, overlay text and the canvas'
+own pixels. Every wait is for a state, never for a time.
+"""
 
 from __future__ import annotations
 
+import pydicom
+import pytest
+from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.keys import Keys
+from selenium.webdriver.support.ui import WebDriverWait
 
 from tests.conftest import sign_in
+from tests.corpus import SHARED_DATA
+
+STATE = "return window.dash_clientside.viewer.state()"
 
 
-def counter(dash_br) -> str:
-    return dash_br.find_element("#image-counter").text
+def state(dash_br) -> dict:
+    return dash_br.driver.execute_script(STATE)
 
 
-def wheel(dash_br, delta_y: int) -> None:
-    dash_br.driver.execute_script(
-        "document.getElementById('viewer-image').dispatchEvent(new WheelEvent('wheel',"
-        " {deltaY: arguments[0], bubbles: true, cancelable: true}));",
-        delta_y,
+def until(dash_br, js_condition: str, timeout: float = 15, what: str = ""):
+    """Wait until ``js_condition`` (JavaScript over ``s``, the viewer's state) holds."""
+    script = f"const s = window.dash_clientside.viewer.state(); return !!(s && ({js_condition}));"
+    try:
+        WebDriverWait(dash_br.driver, timeout, poll_frequency=0.02).until(
+            lambda d: d.execute_script(script)
+        )
+    except Exception as exc:
+        raise AssertionError(
+            f"timed out waiting for {what or js_condition}; state {state(dash_br)}"
+        ) from exc
+
+
+def frames(dash_br, count: int = 3) -> None:
+    """Let the page run ``count`` animation frames (a state, not a time)."""
+    dash_br.driver.execute_async_script(
+        "const done = arguments[arguments.length - 1]; let n = arguments[0];"
+        "(function tick() { if (n-- <= 0) return done(); requestAnimationFrame(tick); })();",
+        count,
     )
 
 
-def test_view001_keys_wheel_and_counter(
-    dash_br, live_app, dash_app, corpus, orthanc_pacs
+def centre_pixel(dash_br) -> list[int]:
+    return dash_br.driver.execute_script(
+        "const c = document.getElementById('viewer-canvas');"
+        "return Array.from(c.getContext('2d').getImageData("
+        "Math.floor(c.width / 2), Math.floor(c.height / 2), 1, 1).data);"
+    )
+
+
+def wheel(dash_br, delta_y: float, ctrl: bool = False) -> None:
+    """A real wheel event from Chromium's input pipeline, over the viewport."""
+    rect = dash_br.driver.execute_script(
+        "return document.getElementById('viewer-viewport').getBoundingClientRect().toJSON()"
+    )
+    dash_br.driver.execute_cdp_cmd(
+        "Input.dispatchMouseEvent",
+        {
+            "type": "mouseWheel",
+            "x": rect["x"] + rect["width"] / 2,
+            "y": rect["y"] + rect["height"] / 2,
+            "deltaX": 0,
+            "deltaY": delta_y,
+            "modifiers": 2 if ctrl else 0,
+        },
+    )
+
+
+def mouse(dash_br, kind: str, x: float, y: float, button: str = "right") -> None:
+    dash_br.driver.execute_cdp_cmd(
+        "Input.dispatchMouseEvent",
+        {"type": kind, "x": x, "y": y, "button": button, "clickCount": 1},
+    )
+
+
+def keys(dash_br, *sequence) -> None:
+    dash_br.find_element("#viewer-viewport").send_keys(*sequence)
+
+
+def open_series(dash_br, live_app, study_uid, series_uid, query=""):
+    sign_in(dash_br, live_app, f"/viewer/{study_uid}/{series_uid}{query}")
+    until(dash_br, "s.shown === s.n", what="the first image drawn")
+
+
+@pytest.fixture
+def thorax(corpus):
+    """CT thorax 5 mm: 40 images of 512 x 512."""
+    return corpus.demo, corpus.demo.series[1]
+
+
+def test_view001_keys_move_and_stop_at_the_edges(
+    dash_br, live_app, dash_app, thorax, orthanc_pacs
 ):
-    study = corpus.demo
-    series = study.series[1]  # CT thorax 5 mm
+    study, series = thorax
     n = series.image_count
-    images = orthanc_pacs.list_images(study.study_uid, series.series_uid)
-    sign_in(dash_br, live_app, f"/viewer/{study.study_uid}/{series.series_uid}")
-    dash_br.wait_for_text_to_equal("#image-counter", f"1 / {n}", timeout=10)
-    assert images[0].instance_id in dash_br.find_element("#viewer-image").get_attribute(
-        "src"
-    )
+    open_series(dash_br, live_app, study.study_uid, series.series_uid)
+    dash_br.wait_for_text_to_equal("#image-counter", f"1 / {n}")
+    assert centre_pixel(dash_br)[3] == 255  # an image is drawn
     # the loader now loads this series first
     focus = dash_app.server.extensions["state"].get("focus")
     assert focus[:3] == (study.study_uid, series.series_uid, 0)
 
-    body = dash_br.find_element("body")
     for key, expected in [
         (Keys.ARROW_DOWN, 2),
+        (Keys.ARROW_RIGHT, 3),
+        (Keys.ARROW_LEFT, 2),
         (Keys.ARROW_UP, 1),
         (Keys.ARROW_UP, 1),  # stays at the first
+        (Keys.PAGE_UP, 1),  # Page Up at the start
+        (Keys.PAGE_DOWN, 11),
+        (Keys.PAGE_UP, 1),
         (Keys.END, n),
-        (Keys.ARROW_DOWN, n),
+        (Keys.ARROW_DOWN, n),  # stays at the last
+        (Keys.PAGE_DOWN, n),
         (Keys.PAGE_UP, n - 10),
         (Keys.HOME, 1),
-        (Keys.PAGE_UP, 1),
-        (Keys.PAGE_DOWN, 11),
     ]:
-        body.send_keys(key)
+        keys(dash_br, key)
         dash_br.wait_for_text_to_equal("#image-counter", f"{expected} / {n}")
-    wheel(dash_br, 100)
-    dash_br.wait_for_text_to_equal("#image-counter", f"12 / {n}")
-    wheel(dash_br, -100)
-    dash_br.wait_for_text_to_equal("#image-counter", f"11 / {n}")
-    assert images[10].instance_id in dash_br.find_element(
-        "#viewer-image"
-    ).get_attribute("src")
-    # moving on re-centres the loader (sent every few images, not per step)
-    state = dash_app.server.extensions["state"]
-    dash_br.wait_for_text_to_equal("#image-counter", f"11 / {n}")
-    import time
-
-    deadline = time.monotonic() + 10
-    while state.get("focus")[2] != 10:
-        assert time.monotonic() < deadline, state.get("focus")
-        time.sleep(0.05)
-    # fast typing loses no step
-    body.send_keys(Keys.ARROW_DOWN * 15)
-    dash_br.wait_for_text_to_equal("#image-counter", f"26 / {n}")
+        until(dash_br, f"s.shown === {expected}", what=f"image {expected} drawn")
+    keys(dash_br, Keys.ARROW_DOWN * 15)  # fast typing loses no step
+    dash_br.wait_for_text_to_equal("#image-counter", f"16 / {n}")
+    # the slider follows, and moving on re-centres the server's loader
+    assert dash_br.find_element("#viewer-slider [role=slider]").get_attribute(
+        "aria-valuenow"
+    ) == str(16)
+    state_cache = dash_app.server.extensions["state"]
+    WebDriverWait(dash_br.driver, 10).until(
+        lambda _d: state_cache.get("focus")[2] == 15,
+        message=f"{state_cache.get('focus')} {state(dash_br)}",
+    )
     assert dash_br.get_logs() == []
 
 
-def test_view002_unknown_series_says_so(dash_br, live_app, corpus):
+def test_view002_wheel_steps_with_the_sensitivity_remembered(dash_br, live_app, thorax):
+    study, series = thorax
+    open_series(dash_br, live_app, study.study_uid, series.series_uid)
+    wheel(dash_br, 100)
+    until(dash_br, "s.n === 2 && s.shown === 2", what="one notch, one image")
+    wheel(dash_br, -100)
+    until(dash_br, "s.n === 1")
+    wheel(dash_br, -100)  # nothing before the first
+    frames(dash_br)
+    assert state(dash_br)["n"] == 1
+    # sensitivity 2x with the slider's own keys: one notch, two images
+    thumb = dash_br.find_element("#scroll-sensitivity [role=slider]")
+    thumb.click()
+    for _ in range(4):  # 1 -> 2 in steps of 0.25
+        thumb.send_keys(Keys.ARROW_RIGHT)
+    until(dash_br, "s.sensitivity === 2", what="sensitivity 2")
+    assert state(dash_br)["n"] == 1  # arrows on the slider did not move images
+    wheel(dash_br, 100)
+    until(dash_br, "s.n === 3", what="two images per notch")
+    # half a notch at 2x is one image; small trackpad deltas add up
+    for _ in range(5):
+        wheel(dash_br, 10)
+    until(dash_br, "s.n === 4", what="five small deltas, one image")
+    # remembered in this browser for this user
+    dash_br.driver.refresh()
+    until(dash_br, "s.sensitivity === 2 && s.shown === s.n", what="reopened")
+    assert (
+        dash_br.find_element("#scroll-sensitivity [role=slider]").get_attribute(
+            "aria-valuenow"
+        )
+        == "2"
+    )
+
+
+def test_view003_goto_and_its_edges(dash_br, live_app, thorax):
+    study, series = thorax
+    n = series.image_count
+    open_series(dash_br, live_app, study.study_uid, series.series_uid)
+    box = dash_br.find_element("#image-goto")
+    box.send_keys("30", Keys.ENTER)
+    dash_br.wait_for_text_to_equal("#image-counter", f"30 / {n}")
+    until(dash_br, "s.shown === 30")
+    assert dash_br.find_element("#goto-feedback").text == ""
+    for bad in (str(n + 1), "0", "-3"):
+        box.clear()
+        box.send_keys(bad, Keys.ENTER)
+        dash_br.wait_for_text_to_equal("#goto-feedback", f"No image {bad}: 1–{n}")
+        assert "is-invalid" in box.get_attribute("class")
+        assert state(dash_br)["n"] == 30  # nothing lost
+    box.clear()
+    box.send_keys(Keys.ENTER)  # empty: nothing happens, the message goes
+    dash_br.wait_for_text_to_equal("#goto-feedback", "")
+    assert state(dash_br)["n"] == 30
+    # keys typed in the box never move the viewer
+    box.send_keys("5", Keys.ARROW_LEFT, Keys.PAGE_DOWN, Keys.END)
+    assert state(dash_br)["n"] == 30
+    box.send_keys(Keys.ENTER)
+    dash_br.wait_for_text_to_equal("#image-counter", f"5 / {n}")
+    # focus is back on the viewer: keys move it again
+    dash_br.driver.switch_to.active_element.send_keys(Keys.ARROW_DOWN)
+    dash_br.wait_for_text_to_equal("#image-counter", f"6 / {n}")
+
+
+def test_view004_cine_play_pause_stop_and_loop(dash_br, live_app, thorax):
+    study, series = thorax
+    n = series.image_count
+    open_series(dash_br, live_app, study.study_uid, series.series_uid)
+    assert state(dash_br)["fps"] == 24  # no frame time in the files: 24
+    dash_br.find_element("#cine-play").click()
+    until(dash_br, "s.playing && s.n >= 5", what="cine running")
+    dash_br.find_element("#cine-pause").click()
+    until(dash_br, "!s.playing")
+    paused_at = state(dash_br)["n"]
+    frames(dash_br, 10)
+    assert state(dash_br)["n"] == paused_at
+    # never a blank frame: what is drawn is always the image counted
+    assert state(dash_br)["shown"] == paused_at
+    keys(dash_br, " ")  # space plays
+    until(dash_br, f"s.playing && s.n > {paused_at}")
+    dash_br.find_element("#cine-stop").click()
+    until(dash_br, "!s.playing && s.n === 1", what="stop back to the first")
+    # faster, looping over the end
+    fps = dash_br.find_element("#cine-fps")
+    fps.clear()
+    fps.send_keys("60", Keys.ENTER)
+    until(dash_br, "s.fps === 60")
+    dash_br.find_element("#image-goto").send_keys(str(n - 2), Keys.ENTER)
+    until(dash_br, f"s.n === {n - 2}")
+    dash_br.find_element("#cine-play").click()
+    until(dash_br, "s.playing && s.n < 10", what="looped to the start")
+    keys(dash_br, " ")
+    until(dash_br, "!s.playing")
+    # without loop, cine stops at the last image
+    dash_br.find_element("#cine-loop").click()
+    dash_br.find_element("#image-goto").send_keys(str(n - 2), Keys.ENTER)
+    until(dash_br, f"s.n === {n - 2}")
+    dash_br.find_element("#cine-play").click()
+    until(dash_br, f"!s.playing && s.n === {n}", what="stopped at the end")
+
+
+def test_view005_window_presets_inputs_and_right_drag(dash_br, live_app, thorax):
+    study, series = thorax
+    open_series(dash_br, live_app, study.study_uid, series.series_uid)
+    center, width = "#wl-center", "#wl-width"
+
+    def shown_window():
+        return [
+            float(dash_br.find_element(center).get_attribute("value")),
+            float(dash_br.find_element(width).get_attribute("value")),
+        ]
+
+    default = state(dash_br)["window"]
+    assert shown_window() == default  # the image's own window
+    before = centre_pixel(dash_br)
+    keys(dash_br, "2")  # lung
+    until(dash_br, "s.window[0] === -600 && s.window[1] === 1500")
+    WebDriverWait(dash_br.driver, 10).until(lambda _d: shown_window() == [-600, 1500])
+    assert dash_br.find_element("#wl-preset").get_attribute("value") == "lung"
+    assert centre_pixel(dash_br) != before  # redrawn with the new window
+    dash_br.find_element("#wl-preset option[value='bone']").click()
+    until(dash_br, "s.window[0] === 480 && s.window[1] === 2500")
+    for key, window in [("1", [40, 400]), ("3", [90, 150]), ("5", [40, 80])]:
+        keys(dash_br, key)
+        until(dash_br, f"s.window[0] === {window[0]} && s.window[1] === {window[1]}")
+    keys(dash_br, "0")
+    until(dash_br, f"s.window[0] === {default[0]} && s.window[1] === {default[1]}")
+    # typed values
+    box = dash_br.find_element(center)
+    box.clear()
+    box.send_keys("100", Keys.ENTER)
+    until(dash_br, f"s.window[0] === 100 && s.window[1] === {default[1]}")
+    assert dash_br.find_element("#wl-preset").get_attribute("value") == "custom"
+    # digits typed into an input are not presets
+    assert state(dash_br)["window"][0] == 100
+    box = dash_br.find_element(width)
+    box.clear()
+    box.send_keys("-5", Keys.ENTER)  # not a width: ignored, nothing lost
+    frames(dash_br)
+    assert state(dash_br)["window"] == [100, default[1]]
+    # right-drag: right widens, down raises the centre
+    rect = dash_br.driver.execute_script(
+        "return document.getElementById('viewer-viewport').getBoundingClientRect().toJSON()"
+    )
+    x, y = rect["x"] + rect["width"] / 2, rect["y"] + rect["height"] / 2
+    mouse(dash_br, "mousePressed", x, y)
+    mouse(dash_br, "mouseMoved", x + 100, y + 50)
+    mouse(dash_br, "mouseReleased", x + 100, y + 50)
+    until(dash_br, f"s.window[1] > {default[1]} && s.window[0] > 100", what="dragged")
+    dragged = [round(v, 1) for v in state(dash_br)["window"]]
+    WebDriverWait(dash_br.driver, 10).until(lambda _d: shown_window() == dragged)
+    # r resets the window
+    keys(dash_br, "r")
+    until(dash_br, f"s.window[0] === {default[0]} && s.window[1] === {default[1]}")
+
+
+def test_view006_zoom_pan_reset_and_value_under_the_cursor(dash_br, live_app, thorax):
+    study, series = thorax
+    open_series(dash_br, live_app, study.study_uid, series.series_uid)
+    fit = state(dash_br)["zoom"]
+    assert 0.3 < fit < 3
+    dash_br.find_element("#zoom-in").click()
+    until(dash_br, f"Math.abs(s.zoom - {fit * 1.25}) < 1e-6", what="zoom in")
+    dash_br.find_element("#zoom-out").click()
+    until(dash_br, f"Math.abs(s.zoom - {fit}) < 1e-6", what="zoom out")
+    dash_br.find_element("#zoom-1to1").click()
+    until(dash_br, "Math.abs(s.zoom - 1) < 1e-6", what="1:1")
+    keys(dash_br, "+")
+    until(dash_br, "Math.abs(s.zoom - 1.25) < 1e-6")
+    dash_br.find_element("#zoom-fit").click()
+    until(dash_br, f"Math.abs(s.zoom - {fit}) < 1e-6", what="fit")
+    # ctrl+wheel zooms around the pointer
+    wheel(dash_br, -200, ctrl=True)
+    until(dash_br, f"s.zoom > {fit * 1.2}", what="ctrl+wheel zoom")
+    assert state(dash_br)["n"] == 1  # and did not scroll
+    # drag pans: the image moves with the mouse
+    ranges = "const fl = document.querySelector('#viewer-graph .js-plotly-plot')._fullLayout; return [fl.xaxis.range[0], fl.yaxis.range[1]];"
+    x0, y0 = dash_br.driver.execute_script(ranges)
+    ActionChains(dash_br.driver).drag_and_drop_by_offset(
+        dash_br.find_element("#viewer-viewport"), 80, 40
+    ).perform()
+    WebDriverWait(dash_br.driver, 10).until(
+        lambda d: d.execute_script(ranges)[0] < x0 - 10
+    )
+    x1, y1 = dash_br.driver.execute_script(ranges)
+    assert y1 < y0  # dragged down: the view moved up the image
+    # the value under the cursor, in HU
+    ActionChains(dash_br.driver).move_to_element(
+        dash_br.find_element("#viewer-viewport")
+    ).perform()
+    WebDriverWait(dash_br.driver, 10).until(
+        lambda d: "HU" in d.find_element("id", "viewer-readout").text
+    )
+    readout = dash_br.find_element("#viewer-readout").text
+    assert readout.startswith("x ") and " y " in readout
+    hu = int(readout.split()[-2])
+    assert -1100 <= hu <= 3000
+    # reset: fit, and the default window
+    keys(dash_br, "2")
+    until(dash_br, "s.window[0] === -600")
+    dash_br.find_element("#view-reset").click()
+    until(dash_br, f"Math.abs(s.zoom - {fit}) < 1e-6 && s.window[0] !== -600")
+
+
+def test_view007_info_overlay(dash_br, live_app, thorax, orthanc_pacs):
+    study, series = thorax
+    open_series(dash_br, live_app, study.study_uid, series.series_uid)
+    info = dash_br.find_element("#viewer-info")
+    assert not info.is_displayed()
+    dash_br.find_element("#info-toggle").click()
+    dash_br.wait_for_contains_text("#viewer-info", "Image 1 / 40")
+    text = info.text
+    meta = orthanc_pacs.get_instance_meta(
+        orthanc_pacs.list_images(study.study_uid, series.series_uid)[0].instance_id
+    )
+    for expected in [
+        "Patient DEMO, PATIENT",
+        "Study date 2026-01-15",
+        "Series #2 CT Thorax 5mm",
+        f"Slice location {meta.slice_location:.2f} mm",
+        "Thickness 5 mm",
+        "Window C 40 / W 400",
+        "Zoom ",
+    ]:
+        assert expected in text, (expected, text)
+    keys(dash_br, Keys.END)
+    dash_br.wait_for_contains_text("#viewer-info", "Image 40 / 40")
+    keys(dash_br, "i")
+    WebDriverWait(dash_br.driver, 5).until(lambda _d: not info.is_displayed())
+
+
+def test_view008_preloads_neighbours_first_and_at_most_5_in_flight(
+    dash_br, live_app, corpus, orthanc_pacs
+):
+    study = corpus.demo
+    series = study.series[2]  # CT thorax 1 mm, 120 images
+    number = {
+        f"/api/pacs/instances/{i.instance_id}/frames/{i.frame_index + 1}": i.image_number
+        for i in orthanc_pacs.list_images(study.study_uid, series.series_uid)
+    }
+    sign_in(
+        dash_br, live_app, f"/viewer/{study.study_uid}/{series.series_uid}?image=60"
+    )
+    until(dash_br, "s.shown === 60")
+    until(dash_br, "[57, 58, 59, 61, 62, 63].every(i => s.loaded.includes(i))")
+    until(dash_br, f"s.loaded.length === {series.image_count}", what="all loaded")
+    # the browser's own log: +-3 asked before anything else ...
+    asked = dash_br.driver.execute_script(
+        "return performance.getEntriesByType('resource')"
+        ".filter(e => /\\/frames\\/\\d+$/.test(e.name))"
+        ".sort((a, b) => a.startTime - b.startTime).map(e => new URL(e.name).pathname)"
+    )
+    assert sorted(number[p] for p in asked[:7]) == list(range(57, 64))
+    # ... then nearest first (ahead of behind at the same distance)
+    assert [number[p] for p in asked[7:11]] == [64, 56, 65, 55]
+    # ... and never more than 5 requests in flight from the page
+    overlap = dash_br.driver.execute_script(
+        """
+        const spans = performance.getEntriesByType('resource')
+          .filter(e => /\\/frames\\/\\d+$/.test(e.name))
+          .map(e => [e.startTime, e.responseEnd]);
+        const edges = spans.flatMap(([a, b]) => [[a, 1], [b, -1]])
+          .sort((p, q) => p[0] - q[0] || p[1] - q[1]);
+        let now = 0, peak = 0;
+        for (const [, d] of edges) { now += d; peak = Math.max(peak, now); }
+        return [spans.length, peak];
+        """
+    )
+    assert overlap[0] >= series.image_count
+    assert 1 <= overlap[1] <= 5
+    assert state(dash_br)["peakInFlight"] <= 5
+
+
+def test_view009_url_keeps_image_and_window(dash_br, live_app, thorax):
+    study, series = thorax
+    open_series(dash_br, live_app, study.study_uid, series.series_uid)
+    keys(dash_br, Keys.PAGE_DOWN, Keys.ARROW_DOWN, "2")
+    until(dash_br, "s.n === 12 && s.window[0] === -600")
+    WebDriverWait(dash_br.driver, 5).until(
+        lambda d: "image=12" in d.current_url and "wc=-600" in d.current_url
+    )
+    url = dash_br.driver.current_url
+    assert "ww=1500" in url
+    dash_br.driver.get("about:blank")
+    dash_br.driver.get(url)  # a link reopens the same view
+    until(dash_br, "s.shown === 12 && s.window[0] === -600 && s.window[1] === 1500")
+    dash_br.wait_for_text_to_equal("#image-counter", "12 / 40")
+
+
+def test_view010_mr_multiframe_and_a_real_ct_series(dash_br, live_app, corpus):
+    study = corpus.demo
+    multiframe = study.series[6]  # MR, one instance of 16 frames
+    open_series(dash_br, live_app, study.study_uid, multiframe.series_uid)
+    options = [
+        o.get_attribute("value") for o in dash_br.find_elements("#wl-preset option")
+    ]
+    assert "lung" not in options and {"default", "auto"} <= set(options), options
+    keys(dash_br, Keys.END)
+    until(dash_br, "s.shown === 16")
+    dash_br.find_element("#wl-preset option[value='auto']").click()
+    until(dash_br, "s.window[1] > 1")
+    keys(dash_br, "2")  # no lung preset on MR: nothing changes
+    frames(dash_br)
+    assert dash_br.find_element("#wl-preset").get_attribute("value") == "auto"
+    # the real GE head CT from ../shared/data
+    header = pydicom.dcmread(
+        sorted((SHARED_DATA / "ge-head-ct").glob("*.dcm"))[0], stop_before_pixels=True
+    )
+    dash_br.driver.get(
+        f"{live_app}/viewer/{header.StudyInstanceUID}/{header.SeriesInstanceUID}"
+    )
+    until(dash_br, "s.shown === 1 && s.total === 28")
+    keys(dash_br, Keys.END)
+    until(dash_br, "s.shown === 28")
+    assert centre_pixel(dash_br)[3] == 255
+
+
+def test_view011_unknown_series_says_so(dash_br, live_app, corpus):
     sign_in(dash_br, live_app, f"/viewer/{corpus.demo.study_uid}/1.2.3.4.5")
     dash_br.wait_for_text_to_equal(
         "#viewer-error", "No such series in the PACS.", timeout=10
