@@ -99,8 +99,8 @@ def preset_options(modality: str) -> list[dict]:
     ]
     if modality == "CT":
         options += [
-            {"label": f"{name} {w}/{c} ({k})", "value": key}
-            for k, (key, (name, c, w)) in enumerate(CT_PRESETS.items(), start=1)
+            {"label": f"{name} ({k})", "value": key}
+            for k, (key, (name, _c, _w)) in enumerate(CT_PRESETS.items(), start=1)
         ]
     return options
 
@@ -209,7 +209,7 @@ def toolbar(total: int, start: int, modality: str, fps: int):
                             options=preset_options(modality),
                             value="default",
                             size="sm",
-                            style={"width": "11rem"},
+                            style={"width": "10rem"},
                         ),
                         "Window presets (keys 0-5)",
                     ),
