@@ -87,8 +87,17 @@
       urlTimer: null,
     };
     setProps("scroll-sensitivity", { value: V.sensitivity });
+    if (window.imageCache) {
+      var kept = window.imageCache.settings();
+      setProps("cache-expiry-hours", { value: kept.expiryHours });
+      setProps("cache-budget-mb", { value: kept.budgetMB });
+    }
     attachGraph(V.id);
-    schedule();
+    var id = V.id;
+    var claimed = window.imageCache ? window.imageCache.claim(cfg.user).catch(function () {}) : Promise.resolve();
+    claimed.then(function () {
+      if (V && V.id === id) schedule(); // another user's images are gone first
+    });
     viewport.focus({ preventScroll: true });
   }
 
@@ -226,25 +235,34 @@
     }
   }
 
+  /* The frame from the browser's cache (assets/imagecache.js), else from
+   * the server (then cached). */
   function fetchImage(index) {
     var owner = V.id,
-      ctl = new AbortController();
+      ctl = new AbortController(),
+      url = V.cfg.urls[index],
+      cache = window.imageCache;
     V.inflight.set(index, ctl);
     V.peakInFlight = Math.max(V.peakInFlight, V.inflight.size);
-    fetch(V.cfg.urls[index], {
-      signal: ctl.signal,
-      credentials: "same-origin",
-      headers: { Accept: "application/octet-stream" },
-    })
-      .then(function (r) {
-        if (!r.ok) {
-          var e = new Error("HTTP " + r.status);
-          e.status = r.status;
-          e.retryAfter = num(r.headers.get("Retry-After"));
-          throw e;
-        }
-        return r.arrayBuffer().then(function (buf) {
-          return decode(buf, r.headers);
+    (cache ? cache.get(url).catch(function () {}) : Promise.resolve(null))
+      .then(function (hit) {
+        if (hit) return decode(hit.buffer, headerMap(hit.headers));
+        return fetch(url, {
+          signal: ctl.signal,
+          credentials: "same-origin",
+          headers: { Accept: "application/octet-stream" },
+        }).then(function (r) {
+          if (!r.ok) {
+            var e = new Error("HTTP " + r.status);
+            e.status = r.status;
+            e.retryAfter = num(r.headers.get("Retry-After"));
+            throw e;
+          }
+          return r.arrayBuffer().then(function (buf) {
+            var headers = pickHeaders(r.headers);
+            if (cache) cache.put(url, buf, headers).catch(function () {});
+            return decode(buf, headerMap(headers));
+          });
         });
       })
       .then(function (img) {
@@ -253,6 +271,7 @@
         V.failed.delete(index);
         V.images.set(index, img);
         V.bytes += img.data.byteLength;
+        showCacheRate();
         if (index === V.n - 1) draw();
         schedule();
       })
@@ -270,6 +289,31 @@
         if (f.tries < MAX_TRIES) setTimeout(schedule, f.until - performance.now());
         else schedule();
       });
+  }
+
+  /* The response headers a frame needs, as a plain object (for the cache). */
+  function pickHeaders(headers) {
+    var out = {};
+    headers.forEach(function (value, name) {
+      if (name.indexOf("x-") === 0) out[name] = value;
+    });
+    return out;
+  }
+  function headerMap(obj) {
+    return {
+      get: function (name) {
+        var v = obj[name.toLowerCase()];
+        return v === undefined ? null : v;
+      },
+    };
+  }
+
+  function showCacheRate() {
+    var el = document.getElementById("cache-hit-rate"),
+      stats = window.imageCache && window.imageCache.stats();
+    if (!el || !stats || stats.hitRate === null) return;
+    var text = "cache " + Math.round(100 * stats.hitRate) + " %";
+    if (el.textContent !== text) el.textContent = text;
   }
 
   function forget(index) {
@@ -749,6 +793,24 @@
         }
         setWindow(c, w, null);
         return "custom";
+      },
+      /* The cache panel: settings changed, emptied, or opened. Returns a
+       * promise of the summary line (Dash waits for it). */
+      cache: function (hours, megabytes, clears) {
+        var cache = window.imageCache;
+        if (!cache) return "No browser cache here.";
+        var id = dc().callback_context.triggered_id,
+          work;
+        if (id === "cache-clear") work = cache.clear();
+        else if (id === "cache-toggle") work = Promise.resolve();
+        else work = cache.configure({ expiryHours: num(hours) || undefined, budgetMB: num(megabytes) || undefined });
+        return work
+          .then(function () {
+            return cache.summary();
+          })
+          .then(function (s) {
+            return s.entries + " images, " + (s.bytes / 1048576).toFixed(1) + " MB kept";
+          });
       },
       /* For tests and benchmarks: what the viewer holds (read only). */
       state: function () {

@@ -105,6 +105,40 @@ def preset_options(modality: str) -> list[dict]:
     return options
 
 
+def cache_panel():
+    """The browser cache's hit rate and settings (assets/imagecache.js)."""
+    field = {"size": "sm", "type": "number", "min": 1, "debounce": True}
+    return html.Div(
+        [
+            html.Span(id="cache-hit-rate", className="small text-secondary"),
+            icon_button("Cache", "cache-toggle", "Browser image cache settings"),
+            dbc.Popover(
+                dbc.PopoverBody(
+                    [
+                        dbc.Label("Keep images (hours)", html_for="cache-expiry-hours"),
+                        dbc.Input(id="cache-expiry-hours", **field),
+                        dbc.Label("Space (MB)", html_for="cache-budget-mb"),
+                        dbc.Input(id="cache-budget-mb", **field),
+                        dbc.Button(
+                            "Empty the cache",
+                            id="cache-clear",
+                            color="warning",
+                            size="sm",
+                            className="mt-2",
+                            n_clicks=0,
+                        ),
+                        html.Div(id="cache-summary", className="small mt-2"),
+                    ]
+                ),
+                target="cache-toggle",
+                trigger="legacy",
+                placement="bottom",
+            ),
+        ],
+        className="d-flex align-items-center gap-1 me-3 mb-1",
+    )
+
+
 def toolbar(total: int, start: int, modality: str, fps: int):
     group = "d-flex align-items-center gap-1 me-3 mb-1"
     return html.Div(
@@ -129,6 +163,7 @@ def toolbar(total: int, start: int, modality: str, fps: int):
                 ],
                 className=group,
             ),
+            cache_panel(),
             html.Div(
                 [
                     html.Label(
@@ -209,7 +244,7 @@ def toolbar(total: int, start: int, modality: str, fps: int):
                             options=preset_options(modality),
                             value="default",
                             size="sm",
-                            style={"width": "10rem"},
+                            style={"width": "11.5rem"},
                         ),
                         "Window presets (keys 0-5)",
                     ),
@@ -429,6 +464,15 @@ clientside_callback(
     Input("scroll-sensitivity", "value"),
     Input("cine-fps", "value"),
     Input("cine-loop", "value"),
+    prevent_initial_call=True,
+)
+clientside_callback(
+    ClientsideFunction(namespace="viewer", function_name="cache"),
+    Output("cache-summary", "children"),
+    Input("cache-expiry-hours", "value"),
+    Input("cache-budget-mb", "value"),
+    Input("cache-clear", "n_clicks"),
+    Input("cache-toggle", "n_clicks"),
     prevent_initial_call=True,
 )
 clientside_callback(

@@ -72,6 +72,14 @@ def wheel(dash_br, delta_y: float, ctrl: bool = False) -> None:
     )
 
 
+def ranges(dash_br) -> list[float]:
+    """The figure's x range start and y range top (pan moves them)."""
+    return dash_br.driver.execute_script(
+        "const fl = document.querySelector('#viewer-graph .js-plotly-plot')._fullLayout;"
+        "return [fl.xaxis.range[0], fl.yaxis.range[1]];"
+    )
+
+
 def mouse(dash_br, kind: str, x: float, y: float, button: str = "right") -> None:
     dash_br.driver.execute_cdp_cmd(
         "Input.dispatchMouseEvent",
@@ -313,15 +321,12 @@ def test_view006_zoom_pan_reset_and_value_under_the_cursor(dash_br, live_app, th
     until(dash_br, f"s.zoom > {fit * 1.2}", what="ctrl+wheel zoom")
     assert state(dash_br)["n"] == 1  # and did not scroll
     # drag pans: the image moves with the mouse
-    ranges = "const fl = document.querySelector('#viewer-graph .js-plotly-plot')._fullLayout; return [fl.xaxis.range[0], fl.yaxis.range[1]];"
-    x0, y0 = dash_br.driver.execute_script(ranges)
+    x0, y0 = ranges(dash_br)
     ActionChains(dash_br.driver).drag_and_drop_by_offset(
         dash_br.find_element("#viewer-viewport"), 80, 40
     ).perform()
-    WebDriverWait(dash_br.driver, 10).until(
-        lambda d: d.execute_script(ranges)[0] < x0 - 10
-    )
-    x1, y1 = dash_br.driver.execute_script(ranges)
+    WebDriverWait(dash_br.driver, 10).until(lambda _d: ranges(dash_br)[0] < x0 - 10)
+    x1, y1 = ranges(dash_br)
     assert y1 < y0  # dragged down: the view moved up the image
     # the value under the cursor, in HU
     ActionChains(dash_br.driver).move_to_element(
@@ -459,3 +464,46 @@ def test_view011_unknown_series_says_so(dash_br, live_app, corpus):
     dash_br.wait_for_text_to_equal(
         "#viewer-error", "No such series in the PACS.", timeout=10
     )
+
+
+def test_view012_touch_swipe_steps(dash_br, live_app, thorax):
+    study, series = thorax
+    open_series(dash_br, live_app, study.study_uid, series.series_uid)
+    rect = dash_br.driver.execute_script(
+        "return document.getElementById('viewer-viewport').getBoundingClientRect().toJSON()"
+    )
+    x, y = rect["x"] + rect["width"] / 2, rect["y"] + rect["height"] / 2
+
+    def touch(kind, at_y):
+        points = [] if kind == "touchEnd" else [{"x": x, "y": at_y}]
+        dash_br.driver.execute_cdp_cmd(
+            "Input.dispatchTouchEvent", {"type": kind, "touchPoints": points}
+        )
+
+    before = ranges(dash_br)
+    touch("touchStart", y)
+    touch("touchMove", y - 60)  # 24 px per image: 2 images on
+    touch("touchMove", y - 100)  # 4 in all
+    touch("touchEnd", y - 100)
+    until(dash_br, "s.n === 5 && s.shown === 5", what="swiped up 4 images")
+    touch("touchStart", y)
+    touch("touchMove", y + 50)  # back 2
+    touch("touchEnd", y + 50)
+    until(dash_br, "s.n === 3")
+    assert ranges(dash_br) == before  # the swipe did not pan the figure
+
+
+def test_view013_cine_speed_from_the_frame_time():
+    from pages.viewer import DEFAULT_FPS, cine_fps
+    from services.models import InstanceMeta
+
+    def meta(frame_time_ms):
+        return InstanceMeta(
+            "i", "1.2", 2, 2, 1, "MONOCHROME2", "MR", None, None, 1.0, 0.0,
+            None, None, None, None, None, frame_time_ms,
+        )  # fmt: skip
+
+    assert cine_fps(meta(40.0)) == 25
+    assert cine_fps(meta(None)) == DEFAULT_FPS == 24
+    assert cine_fps(meta(5.0)) == 60  # capped
+    assert cine_fps(meta(5000.0)) == 1

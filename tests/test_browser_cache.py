@@ -1,0 +1,173 @@
+"""The browser's image cache (assets/imagecache.js) in real Chromium: images
+survive a reload with no network, a tampered entry is refetched, expiry,
+LRU eviction under a budget, and signing out empties IndexedDB."""
+
+from __future__ import annotations
+
+from tests.conftest import sign_in
+from tests.test_viewer import open_series, state, until
+
+FRAMES = (
+    "return performance.getEntriesByType('resource')"
+    ".filter(e => /\\/frames\\/\\d+$/.test(e.name)).map(e => new URL(e.name).pathname)"
+)
+
+
+def run(dash_br, script: str, *args):
+    """Run async JavaScript: ``done(value)`` ends it."""
+    return dash_br.driver.execute_async_script(
+        "const done = arguments[arguments.length - 1];" + script, *args
+    )
+
+
+def summary(dash_br) -> dict:
+    return run(dash_br, "window.imageCache.summary().then(done);")
+
+
+def wait_cached(dash_br, count: int) -> None:
+    until(dash_br, "true")  # the viewer is up
+    deadline = dash_br.driver.execute_script("return performance.now()") + 15000
+    while summary(dash_br)["entries"] < count:
+        assert dash_br.driver.execute_script("return performance.now()") < deadline
+        run(dash_br, "requestAnimationFrame(() => done());")
+
+
+def test_cache001_reload_needs_no_network_and_shows_the_hit_rate(
+    dash_br, live_app, corpus
+):
+    study, series = corpus.demo, corpus.demo.series[1]
+    open_series(dash_br, live_app, study.study_uid, series.series_uid)
+    until(dash_br, f"s.loaded.length === {series.image_count}")
+    assert len(dash_br.driver.execute_script(FRAMES)) == series.image_count
+    wait_cached(dash_br, series.image_count)
+    dash_br.driver.refresh()  # a new page: empty memory, empty resource log
+    until(dash_br, f"s.loaded.length === {series.image_count} && s.shown === 1")
+    assert dash_br.driver.execute_script(FRAMES) == []  # not one image request
+    dash_br.wait_for_text_to_equal("#cache-hit-rate", "cache 100 %")
+    # a new session in the same browser: still no network for pixels
+    dash_br.driver.get(live_app + "/")  # another page, then back
+    dash_br.driver.get(f"{live_app}/viewer/{study.study_uid}/{series.series_uid}")
+    until(dash_br, f"s.loaded.length === {series.image_count}")
+    assert dash_br.driver.execute_script(FRAMES) == []
+    # the panel says what is kept, and empties it
+    dash_br.find_element("#cache-toggle").click()
+    dash_br.wait_for_contains_text("#cache-summary", f"{series.image_count} images")
+    dash_br.find_element("#cache-clear").click()
+    dash_br.wait_for_text_to_equal("#cache-summary", "0 images, 0.0 MB kept")
+
+
+def test_cache002_a_tampered_entry_is_dropped_and_refetched(dash_br, live_app, corpus):
+    study, series = corpus.demo, corpus.demo.series[4]  # MR T1, 24 images
+    open_series(dash_br, live_app, study.study_uid, series.series_uid)
+    until(dash_br, f"s.loaded.length === {series.image_count}")
+    wait_cached(dash_br, series.image_count)
+    first = dash_br.driver.execute_script(FRAMES)[0]  # image 1 was asked first
+    # flip one byte of image 1's stored pixels (its checksum stays the old one)
+    run(
+        dash_br,
+        """
+        const req = indexedDB.open('ctmr-images-v' + window.imageCache.version);
+        req.onsuccess = () => {
+          const tx = req.result.transaction('images', 'readwrite');
+          const store = tx.objectStore('images');
+          const get = store.get(arguments[0]);
+          get.onsuccess = () => {
+            const value = get.result;
+            new Uint8Array(value.buffer)[1000] ^= 0xff;
+            store.put(value, arguments[0]);
+          };
+          tx.oncomplete = () => done(true);
+        };
+        """,
+        first,
+    )
+    dash_br.driver.refresh()
+    until(dash_br, f"s.loaded.length === {series.image_count} && s.shown === 1")
+    assert dash_br.driver.execute_script(FRAMES) == [first]  # that one only
+    stats = dash_br.driver.execute_script("return window.imageCache.stats()")
+    assert stats["corrupt"] == 1 and stats["hits"] == series.image_count - 1
+    wait_cached(dash_br, series.image_count)  # stored again, good this time
+    dash_br.driver.refresh()
+    until(dash_br, f"s.loaded.length === {series.image_count}")
+    assert dash_br.driver.execute_script(FRAMES) == []
+
+
+def test_cache003_expiry_and_lru_eviction_with_a_controlled_clock(
+    dash_br, live_app, corpus
+):
+    sign_in(dash_br, live_app, "/")
+    # expiry: an entry read 25 h after it was stored is gone
+    result = run(
+        dash_br,
+        """
+        const c = window.imageCache, t0 = Date.now(), kb = n => new ArrayBuffer(n * 1024);
+        c.setClock(() => t0);
+        c.configure({expiryHours: 24, budgetMB: 1});
+        c.clear()
+          .then(() => c.put('/a', kb(400), {}))
+          .then(() => { c.setClock(() => t0 + 23 * 3600e3); return c.get('/a'); })
+          .then(fresh => { c.setClock(() => t0 + 25 * 3600e3);
+                           return c.get('/a').then(old => [!!fresh, old]); })
+          .then(([fresh, old]) => c.summary().then(s =>
+                done({fresh, old, entries: s.entries, expired: c.stats().expired})));
+        """,
+    )
+    assert result == {"fresh": True, "old": None, "entries": 0, "expired": 1}
+    # LRU: A, B and C of 400 KB under a 1 MB budget; A read after B was stored
+    # (so B is the least recently used) when C comes in
+    keys = run(
+        dash_br,
+        """
+        const c = window.imageCache, kb = n => new ArrayBuffer(n * 1024);
+        let t = Date.now(); c.setClock(() => t);
+        c.clear()
+          .then(() => c.put('/A', kb(400), {}))
+          .then(() => { t += 1000; return c.put('/B', kb(400), {}); })
+          .then(() => { t += 1000; return c.get('/A'); })
+          .then(() => { t += 1000; return c.put('/C', kb(400), {}); })
+          .then(() => c.evict())
+          .then(() => c.summary())
+          .then(s => done(s.keys.sort()));
+        """,
+    )
+    assert keys == ["/A", "/C"]
+
+
+def test_cache004_budget_holds_while_a_series_loads(dash_br, live_app, corpus):
+    study, series = corpus.demo, corpus.demo.series[1]  # 40 x 512 KB
+    sign_in(dash_br, live_app, "/")
+    run(dash_br, "window.imageCache.configure({budgetMB: 3}).then(() => done());")
+    dash_br.driver.get(f"{live_app}/viewer/{study.study_uid}/{series.series_uid}")
+    until(dash_br, f"s.loaded.length === {series.image_count}")
+    kept = run(
+        dash_br,
+        "window.imageCache.evict().then(() => window.imageCache.summary()).then(done);",
+    )
+    assert 0 < kept["bytes"] <= 3 * 1024 * 1024
+    assert kept["entries"] == 6  # 6 x 512 KB
+    assert state(dash_br)["shown"] == 1
+
+
+def test_cache005_signing_out_empties_indexeddb(dash_br, live_app, corpus):
+    study, series = corpus.demo, corpus.demo.series[5]
+    open_series(dash_br, live_app, study.study_uid, series.series_uid)
+    wait_cached(dash_br, 3)
+    name = "ctmr-images-v" + str(
+        dash_br.driver.execute_script("return window.imageCache.version")
+    )
+    dash_br.find_element("#logout-link").click()
+    dash_br.wait_for_element("#login-form", timeout=10)
+    entries = run(
+        dash_br,
+        """
+        const req = indexedDB.open(arguments[0]);
+        req.onsuccess = () => {
+          const db = req.result;
+          if (!db.objectStoreNames.contains('entries')) return done(0);
+          const count = db.transaction('entries').objectStore('entries').count();
+          count.onsuccess = () => done(count.result);
+        };
+        """,
+        name,
+    )
+    assert entries == 0
