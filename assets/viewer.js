@@ -247,9 +247,8 @@
     (cache ? cache.get(url).catch(function () {}) : Promise.resolve(null))
       .then(function (hit) {
         if (hit) return decode(hit.buffer, headerMap(hit.headers));
-        return fetch(url, {
+        return window.apiFetch(url, {
           signal: ctl.signal,
-          credentials: "same-origin",
           headers: { Accept: "application/octet-stream" },
         }).then(function (r) {
           if (!r.ok) {

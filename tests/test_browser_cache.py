@@ -171,3 +171,31 @@ def test_cache005_signing_out_empties_indexeddb(dash_br, live_app, corpus):
         name,
     )
     assert entries == 0
+
+
+def test_cache006_expired_access_token_is_refreshed_else_sign_in(
+    dash_br, live_app, corpus, orthanc_pacs
+):
+    """The viewer's requests go through window.apiFetch (assets/apifetch.js)."""
+    study, series = corpus.demo, corpus.demo.series[3]
+    image = orthanc_pacs.list_images(study.study_uid, series.series_uid)[-1]
+    url = f"/api/pacs/instances/{image.instance_id}/frames/{image.frame_index + 1}"
+    open_series(dash_br, live_app, study.study_uid, series.series_uid)
+    # the access token is gone (as if expired); the refresh cookie is still good
+    dash_br.driver.delete_cookie("access_token_cookie")
+    status = run(
+        dash_br, "window.apiFetch(arguments[0]).then(r => done(r.status));", url
+    )
+    assert status == 200
+    refreshes = dash_br.driver.execute_script(
+        "return performance.getEntriesByType('resource')"
+        ".filter(e => e.name.endsWith('/api/token/refresh/')).length"
+    )
+    assert refreshes == 1
+    assert dash_br.driver.get_cookie("access_token_cookie")  # a new one
+    # no refresh cookie either: the session is over, the login page comes
+    for name in ("access_token_cookie", "refresh_token_cookie"):
+        dash_br.driver.delete_cookie(name)
+    dash_br.driver.execute_script("window.apiFetch(arguments[0]);", url)
+    dash_br.wait_for_element("#login-form", timeout=10)
+    assert "next=%2Fviewer%2F" in dash_br.driver.current_url

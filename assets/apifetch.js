@@ -1,0 +1,53 @@
+/* window.apiFetch(url, options): fetch() for the app's own /api/ requests
+ * from the browser, which carry the httpOnly access cookie.
+ *
+ * An answer 401 (the access token expired while the page stayed open) asks
+ * for a new access token once for the whole page (POST /api/token/refresh/
+ * with the refresh cookie and its CSRF token) and repeats the request; if the
+ * refresh is refused too, the session is over: the login page, which comes
+ * back here afterwards.
+ */
+(function () {
+  "use strict";
+  var refreshing = null;
+
+  function cookie(name) {
+    var match = document.cookie.match(new RegExp("(?:^|; )" + name + "=([^;]*)"));
+    return match ? decodeURIComponent(match[1]) : "";
+  }
+
+  function refresh() {
+    if (!refreshing) {
+      refreshing = fetch("/api/token/refresh/", {
+        method: "POST",
+        credentials: "same-origin",
+        headers: { "X-CSRF-TOKEN": cookie("csrf_refresh_token") },
+      }).then(function (r) {
+        setTimeout(function () {
+          refreshing = null; // later expiries refresh again
+        }, 1000);
+        return r.ok;
+      });
+    }
+    return refreshing;
+  }
+
+  function signIn() {
+    var here = window.location.pathname + window.location.search;
+    window.location.assign("/login?next=" + encodeURIComponent(here));
+  }
+
+  window.apiFetch = function (url, options) {
+    options = Object.assign({ credentials: "same-origin" }, options || {});
+    return fetch(url, options).then(function (r) {
+      if (r.status !== 401) return r;
+      return refresh().then(function (ok) {
+        if (!ok) {
+          signIn();
+          return r;
+        }
+        return fetch(url, options);
+      });
+    });
+  };
+})();
