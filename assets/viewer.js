@@ -19,7 +19,7 @@
   "use strict";
   var MAX_IN_FLIGHT = 5;
   var NEIGHBOURS = 3;
-  var MEMORY_BUDGET = 160 * 1024 * 1024;
+  var MEMORY_BUDGET = 128 * 1024 * 1024;
   var ZOOM_STEP = 1.25;
   var WHEEL_NOTCH = 100; // deltaY of one notch in pixel mode (Chrome, Firefox)
   var SWIPE_STEP = 24; // px of vertical swipe per image
@@ -205,7 +205,10 @@
       rank.set(index, i);
     });
     V.inflight.forEach(function (ctl, index) {
-      if (!rank.has(index)) ctl.abort(); // no longer wanted
+      if (!rank.has(index)) {
+        ctl.abort(); // no longer wanted: its slot is free now
+        V.inflight.delete(index);
+      }
     });
     V.images.forEach(function (img, index) {
       if (!rank.has(index)) forget(index);
@@ -852,6 +855,9 @@
     var field = tag === "INPUT" || tag === "TEXTAREA" || tag === "SELECT" || (t && t.isContentEditable);
     if (field || (t && t.closest && t.closest("[role=slider]"))) {
       if (event.key === "Escape") V.viewport.focus({ preventScroll: true });
+      // go-to: move at once (the Dash callback that follows checks and says)
+      var n = Number(t.value);
+      if (event.key === "Enter" && t.id === "image-goto" && Number.isInteger(n) && n >= 1 && n <= V.total) go(n);
       return;
     }
     var k = event.key,
