@@ -86,7 +86,6 @@ from bench._common import (
     wait_for,
 )
 
-
 BASELINE = "direct /file x5 identity"  # the ratio's denominator
 
 
@@ -124,7 +123,6 @@ def direct_fetch(
 def breakdown_targets(server) -> dict[str, tuple[object, str]]:
     """Calls to time in a diagnostic run (nested: a row includes the rows below it)."""
     import services.imagecache as imagecache
-    import services.imaging as imaging
 
     ext = server.extensions
     loader, pacs = ext["loader"], ext["pacs"]
@@ -132,18 +130,16 @@ def breakdown_targets(server) -> dict[str, tuple[object, str]]:
         "loader.prefetch (request thread)": (loader, "prefetch"),
         "loader._candidates (scheduler)": (loader, "_candidates"),
         "loader._load (one image, worker)": (loader, "_load"),
-        "  pacs.get_frame_compact": (pacs, "get_frame_compact"),
-        "    pacs._cached (lock + fetch)": (pacs, "_cached"),
-        "      pacs._fetch": (pacs, "_fetch"),
-        "        SharedSlots.acquire": (ext["slots"], "acquire"),
-        "        SharedSlots.release": (ext["slots"], "release"),
-        "        HTTP session.request (+gunzip)": (pacs.inner.session, "request"),
-        "        imaging.decode_frames": (imaging, "decode_frames"),
-        "        imaging.meta_from_tags": (imaging, "meta_from_tags"),
-        "        imagecache.compact": (imagecache, "compact"),
-        "        imagecache._to_bytes": (imagecache, "_to_bytes"),
-        "        images.set (diskcache)": (pacs.images, "set"),
+        "  pacs.has_frame": (pacs, "has_frame"),
+        "  pacs.load_instance (lock + fetch + store)": (pacs, "load_instance"),
+        "    pacs._fetch": (pacs, "_fetch"),
+        "      SharedSlots.acquire": (ext["slots"], "acquire"),
+        "      SharedSlots.release": (ext["slots"], "release"),
+        "      HTTP session.request (+gunzip)": (pacs.inner.session, "request"),
+        "      imagecache._parse (tags)": (imagecache, "_parse"),
+        "      images.set (diskcache)": (pacs.images, "set"),
         "  loader._update (progress)": (loader, "_update"),
+        "loader._flush (progress, scheduler)": (loader, "_flush"),
         "shared state (SQLite): add": (ext["state"], "add"),
         "shared state (SQLite): set": (ext["state"], "set"),
         "shared state (SQLite): incr": (ext["state"], "incr"),
@@ -211,7 +207,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--studies", default="twenty,demo", help="comma list of: twenty, demo"
     )
-    parser.add_argument("--via-proxy", action="store_true", help="add proxy /file x5 identity")
+    parser.add_argument(
+        "--via-proxy", action="store_true", help="add proxy /file x5 identity"
+    )
     parser.add_argument(
         "--app-no-proxy", action="store_true", help="add the app without the proxy"
     )
