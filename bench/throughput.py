@@ -136,7 +136,7 @@ def breakdown_targets(server) -> dict[str, tuple[object, str]]:
         "      SharedSlots.acquire": (ext["slots"], "acquire"),
         "      SharedSlots.release": (ext["slots"], "release"),
         "      HTTP session.request (+gunzip)": (pacs.inner.session, "request"),
-        "      imagecache._parse (tags)": (imagecache, "_parse"),
+        "      imagecache.undecodable (header)": (imagecache, "undecodable"),
         "      images.set (diskcache)": (pacs.images, "set"),
         "  loader._update (progress)": (loader, "_update"),
         "loader._flush (progress, scheduler)": (loader, "_flush"),
