@@ -256,10 +256,11 @@ class CachingPacs:
         self.stats.tick("fetched")
         self.stats.add("bytes_fetched", len(data))
         problem = undecodable(data)
-        with self.images.transact():  # one write transaction
-            self.images.set(self.file_key(instance_id), data)
-            if problem:
-                self.images.set(f"undecodable:{instance_id}", problem)
+        if problem:  # first: whoever sees the file sees this too
+            self.images.set(f"undecodable:{instance_id}", problem)
+        # not in a transaction: diskcache writes the file before it takes the
+        # write lock, so other threads' writes do not wait for this one's disk
+        self.images.set(self.file_key(instance_id), data)
         return data, problem
 
     def _file(self, instance_id: str) -> bytes:
