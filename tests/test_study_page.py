@@ -203,9 +203,7 @@ def test_study004_html_carries_the_cards_then_makes_way_for_dash(
         "const done = arguments[arguments.length - 1];"
         "fetch(arguments[0]).then(r => r.text()).then(done);"
     )
-    html = dash_br.driver.execute_async_script(
-        fetch_html, f"/study/{study.study_uid}"
-    )
+    html = dash_br.driver.execute_async_script(fetch_html, f"/study/{study.study_uid}")
     shell = html.split('<div id="first-paint">', 1)[1].split("react-entry-point")[0]
     assert len(dash_srcs) == len(study.series) == shell.count('class="thumb-img"')
     for src in dash_srcs:
