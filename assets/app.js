@@ -2,6 +2,11 @@
  *
  * Thumbnails: a thumbnail that fails to load (PACS down, say) marks its frame
  * as failed and is asked again a few times with a growing delay.
+ *
+ * First paint: the study page's HTML carries a plain copy of its cards
+ * (#first-paint, pages/study.py) while CSS hides Dash's page; once Dash has
+ * drawn a page and its thumbnails have loaded (the same URLs: from the
+ * browser's memory cache), the copy goes. After 10 s it goes anyway.
  */
 (function () {
   document.addEventListener(
@@ -32,4 +37,21 @@
     },
     true
   );
+})();
+
+(function () {
+  var shell = document.getElementById("first-paint");
+  if (!shell) return;
+  var started = Date.now();
+  function swap() {
+    var page = document.getElementById("_pages_content");
+    var ready = page !== null && page.children.length > 0;
+    if (ready) {
+      var imgs = page.getElementsByClassName("thumb-img");
+      for (var i = 0; i < imgs.length && ready; i++) ready = imgs[i].complete;
+    }
+    if (ready || Date.now() - started > 10000) shell.remove();
+    else setTimeout(swap, 30);
+  }
+  swap();
 })();

@@ -63,6 +63,7 @@ import json
 import logging
 import os
 import shutil
+import sys
 import tempfile
 import threading
 import time
@@ -122,7 +123,9 @@ RECORDER = r"""
     if (imgs.length && b.inDom === null) b.inDom = performance.now();
     b.count = imgs.length;
     for (const img of imgs) {
-      if (img.complete && img.naturalWidth > 0 && !(key(img) in b.painted)) {
+      // on screen: not inside anything display:none (getClientRects is empty)
+      if (img.complete && img.naturalWidth > 0 && img.getClientRects().length > 0 &&
+          !(key(img) in b.painted)) {
         b.painted[key(img)] = performance.now();
       }
     }
@@ -201,6 +204,7 @@ def breakdown_targets(server) -> dict[str, tuple[object, str]]:
     """Calls timed in the diagnostic load (nested: a row includes those below it)."""
     import services.imaging as imaging
 
+    study_page = sys.modules["pages.study"]
     ext = server.extensions
     pacs, loader, users = ext["pacs"], ext["loader"], ext["users"]
     return {
@@ -212,12 +216,16 @@ def breakdown_targets(server) -> dict[str, tuple[object, str]]:
         "loader.progress (page + poll)": (loader, "progress"),
         "thumbnail: pacs.render_frame": (pacs, "render_frame"),
         "  pacs.get_instance_meta": (pacs, "get_instance_meta"),
-        "  pacs._cached (lock wait + fetch)": (pacs, "_cached"),
+        "  pacs._file (lock wait + fetch)": (pacs, "_file"),
         "    pacs._fetch (one instance)": (pacs, "_fetch"),
         "      SharedSlots.acquire (wait for a slot)": (ext["slots"], "acquire"),
         "      HTTP session.request (+gunzip)": (pacs.inner.session, "request"),
-        "      imaging.decode_frames": (imaging, "decode_frames"),
         "      images.set (diskcache)": (pacs.images, "set"),
+        "  imaging.decode_frames (one frame)": (imaging, "decode_frames"),
+        "page: study_view (HTML first paint + page callback)": (
+            study_page,
+            "study_view",
+        ),
         "  pacs.get_frame": (pacs, "get_frame"),
         "  imaging.to_8bit": (imaging, "to_8bit"),
         "  imaging.encode (JPEG 256)": (imaging, "encode"),

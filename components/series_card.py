@@ -2,9 +2,13 @@
 
 The card is pure layout; the study page's one progress callback updates every
 card's bar through the pattern-matching ids in :class:`ids`.
+:func:`series_card_html` is the same card as plain HTML, for the study page's
+first paint (see ``pages/study.py``); keep the two in step.
 """
 
 from __future__ import annotations
+
+from html import escape
 
 import dash_bootstrap_components as dbc
 from dash import html
@@ -142,4 +146,38 @@ def series_card(
         ],
         id=ids.card(uid),
         className="series-card h-100",
+    )
+
+
+def series_card_html(
+    study_uid: str, series: SeriesSummary, first: ImageRef, progress: SeriesProgress
+) -> str:
+    """:func:`series_card` in its grid column, as the HTML Dash renders for it
+    (without its ids, which stay Dash's)."""
+    view = progress_view(progress)
+    count = series.image_count
+    number = f"#{series.series_number}" if series.series_number is not None else "#–"
+    retry = "" if view["retry"] == {} else ' style="display:none"'
+    return (
+        '<div class="mb-3 col-12 col-sm-6 col-md-4 col-lg-3 col-xxl-2">'
+        '<div class="card series-card h-100">'
+        f'<a href="/viewer/{escape(study_uid)}/{escape(series.series_uid)}"'
+        ' class="thumb-link" title="Open the series"><div class="thumb">'
+        f'<img src="{escape(thumbnail_url(first))}" alt="{escape(describe(series))}"'
+        ' class="thumb-img"></div></a><div class="card-body">'
+        '<div class="d-flex align-items-center mb-1">'
+        f'<span class="series-number me-2">{escape(number)}</span>'
+        f'<span class="badge bg-secondary">{escape(series.modality or "?")}</span>'
+        '<span class="ms-auto small text-secondary image-count">'
+        f"{count} image{'s' if count != 1 else ''}</span></div>"
+        '<div class="series-description text-truncate">'
+        f"{escape(describe(series))}</div>"
+        '<div class="progress mt-2 series-progress" style="height:6px"'
+        f' data-series="{escape(series.series_uid)}">'
+        f'<div class="progress-bar bg-{view["color"]}" role="progressbar"'
+        f' style="width:{view["value"]}%"></div></div>'
+        f'<div class="small mt-1 progress-text">{escape(view["label"])}</div>'
+        f'<div class="small text-danger">{escape(view["error"])}</div>'
+        f'<button class="mt-1 btn btn-outline-danger btn-sm"{retry}>Retry</button>'
+        "</div></div></div>"
     )

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 
 from flask import current_app
 
 from services.imagecache import CachingPacs
-from services.loader import BulkLoader, loader_stats
+from services.loader import BulkLoader, SeriesProgress, loader_stats
+from services.models import ImageRef, SeriesSummary, StudySummary
 
 UID_RE = re.compile(r"^[0-9]+(\.[0-9]+)*$")
 
@@ -19,6 +21,36 @@ def get_pacs() -> CachingPacs:
 
 def get_loader() -> BulkLoader:
     return current_app.extensions["loader"]
+
+
+@dataclass(frozen=True)
+class StudyView:
+    """What the study page shows: the study, its image series with their
+    images (display order) and load progress, and the series without images."""
+
+    study: StudySummary
+    image_series: list[SeriesSummary]
+    other_series: list[SeriesSummary]
+    images: dict[str, list[ImageRef]]
+    progress: dict[str, SeriesProgress]
+
+
+def study_view(study_uid: str) -> StudyView:
+    """Open a study: list it and queue its images for the bulk loader
+    (``NotFound``, ``PacsUnavailable`` as the PACS says)."""
+    pacs, loader = get_pacs(), get_loader()
+    study = pacs.get_study(study_uid)
+    series = pacs.list_series(study_uid)
+    images = pacs.series_images(study_uid)
+    progress = {p.series_uid: p for p in loader.prefetch(study_uid)}
+    loader.touch(study_uid)
+    return StudyView(
+        study,
+        [s for s in series if images.get(s.series_uid)],
+        [s for s in series if not images.get(s.series_uid)],
+        images,
+        progress,
+    )
 
 
 def valid_uid(value: str | None) -> bool:

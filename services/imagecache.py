@@ -1,12 +1,14 @@
 """The server-side image cache: each image is fetched from the PACS once.
 
-:class:`CachingPacs` wraps any :class:`~services.pacs.Pacs` and keeps decoded
-frames, instance metadata and rendered images in a size-bounded on-disk LRU
-(diskcache), shared by every process of the machine. A miss fetches the whole
-instance file once (one PACS request per instance, all its frames), under a
-per-instance lock, so concurrent askers wait for that one fetch instead of
-sending their own. Study structure (series and their images in display order)
-is kept for ``metadata_ttl`` seconds.
+:class:`CachingPacs` wraps any :class:`~services.pacs.Pacs` and keeps instance
+files, instance metadata, decoded frames and rendered images in a size-bounded
+on-disk LRU (diskcache), shared by every process of the machine. A miss
+fetches the whole instance file once (one PACS request per instance, all its
+frames), under a per-instance lock, so concurrent askers wait for that one
+fetch instead of sending their own. The bulk loader only stores files
+(:meth:`CachingPacs.load_instance`); a frame is decoded from its file when
+first asked for, that frame only, and kept. Study structure (series and their
+images in display order) is kept for ``metadata_ttl`` seconds.
 
 # Developer notes
 - Frames are stored compactly (int16 when the values are whole numbers that
@@ -16,19 +18,29 @@ is kept for ``metadata_ttl`` seconds.
   instance instead of two (pixels + tags), all frames of a multi-frame
   instance at once, and the same pydicom decoders for every backend (Orthanc
   1.10's ``/numpy`` cannot decode JPEG 2000 anyway).
+- Storing the file and decoding on demand keeps the bulk load to fetch and
+  store (decoding every frame up front was most of its CPU, bench/RESULTS.md);
+  the cost moves to a frame's first view (about 1 ms for 256x256 uncompressed,
+  more for JPEG 2000), and a viewed image takes its file's size plus its
+  frame's in the cache. The loader can only tell a file no installed decoder
+  reads (from its transfer syntax); one whose pixel data is corrupt counts as
+  loaded and answers ``DecodeError`` (422) when viewed.
+- ``/file`` answers come from the cache too.
 """
 
 from __future__ import annotations
 
 import io
+import os
 from pathlib import Path
 
 import diskcache
 import numpy as np
 import pydicom
+from pydicom.pixels import get_decoder
 
 from . import imaging
-from .coordination import Counters, KeyLock
+from .coordination import Counters, KeyLock, SerialWriteCache
 from .imaging import ImageFormat
 from .models import (
     DecodeError,
@@ -67,11 +79,69 @@ def _from_bytes(value: tuple[str, tuple[int, ...], bytes]) -> np.ndarray:
     return np.frombuffer(data, dtype=np.dtype(dtype)).reshape(shape)
 
 
+def _meta(instance_id: str, data: bytes) -> InstanceMeta:
+    try:
+        header = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True, force=True)
+        return imaging.meta_from_tags(instance_id, header)
+    except Exception as exc:
+        name, error = f"instance {instance_id}", f"{type(exc).__name__}: {exc}"
+        raise DecodeError(name, error) from exc
+
+
+def undecodable(data: bytes) -> str:
+    """Why no installed decoder can read the file's pixels ("" when one can,
+    or when it cannot be told without decoding them): its transfer syntax."""
+    try:
+        header = pydicom.dcmread(
+            io.BytesIO(data), stop_before_pixels=True, force=True, specific_tags=[]
+        )
+        syntax = header.file_meta.TransferSyntaxUID
+    except Exception as exc:  # not DICOM at all
+        return f"{type(exc).__name__}: {exc}"
+    try:
+        if not syntax.is_compressed or get_decoder(syntax).is_available:
+            return ""
+    except NotImplementedError:  # a transfer syntax pydicom does not know
+        pass
+    return f"no installed decoder reads transfer syntax {syntax}"
+
+
+class WholeFileDisk(diskcache.Disk):
+    """diskcache's ``Disk``, writing a large value in one ``write`` call.
+
+    diskcache 5.6 (pinned) iterates a ``BytesIO`` of the value, which yields
+    it line by line: a DICOM file or frame went to disk in hundreds of small
+    writes (a b"\\n" every few hundred bytes), and a failing ``mkdir`` came
+    before each file. Together about a third of the bulk loader's time per
+    image (bench/RESULTS.md)."""
+
+    def _write(self, full_path, iterator, mode, encoding=None):  # type: ignore[no-untyped-def]
+        if isinstance(iterator, io.BytesIO):
+            iterator = iter((iterator.getvalue(),))
+        folder = os.path.dirname(full_path)
+        for attempt in range(10):  # as diskcache: a cull may remove the folder
+            if not os.path.isdir(folder):
+                os.makedirs(folder, exist_ok=True)
+            try:
+                writer = open(full_path, mode, encoding=encoding)
+            except OSError:
+                if attempt == 9:
+                    raise
+                continue
+            with writer:
+                size = 0
+                for chunk in iterator:
+                    size += len(chunk)
+                    writer.write(chunk)
+                return size
+
+
 def open_image_cache(directory: str | Path, size_mb: int) -> diskcache.Cache:
-    return diskcache.Cache(
+    return SerialWriteCache(
         str(directory),
         size_limit=size_mb * 2**20,
         eviction_policy="least-recently-used",
+        disk=WholeFileDisk,
         cull_limit=10,
         timeout=60,
     )
@@ -141,77 +211,107 @@ class CachingPacs:
             raise NotFound(f"series {series_uid} not found in study {study_uid}")
         return images
 
-    def get_instance_file(self, instance_id: str) -> bytes:
-        return self.inner.get_instance_file(instance_id)
-
     # -- pixels (immutable: kept until evicted) ----------------------------------
 
     @staticmethod
     def frame_key(instance_id: str, frame_index: int) -> str:
         return f"frame2:{instance_id}:{frame_index}"  # 2: (dtype, shape, bytes)
 
-    def has_frame(self, instance_id: str, frame_index: int) -> bool:
-        return self.frame_key(instance_id, frame_index) in self.images
+    @staticmethod
+    def file_key(instance_id: str) -> str:
+        return f"file:{instance_id}"
 
-    def _fetch(self, instance_id: str) -> None:
-        """Fetch one instance from the PACS and cache its metadata and frames."""
+    def has_frame(self, instance_id: str, frame_index: int) -> bool:
+        """True when the frame can be served without asking the PACS."""
+        return (
+            self.frame_key(instance_id, frame_index) in self.images
+            or self.file_key(instance_id) in self.images
+        )
+
+    def load_instance(self, instance_id: str) -> bool:
+        """Have the instance file in the cache (the bulk loader's call): fetched
+        from the PACS at most once, stored as it came, its frames decoded on
+        first request. True when this call fetched it.
+
+        Raises ``DecodeError`` when no installed decoder reads its transfer
+        syntax (the file is kept: its tags are still worth having)."""
+        fetched, problem = False, None
+        if self.file_key(instance_id) not in self.images:
+            with self.locks(f"instance:{instance_id}"):
+                if self.file_key(instance_id) not in self.images:
+                    self.stats.tick("misses")
+                    fetched, problem = True, self._fetch(instance_id)[1]
+        if problem is None:  # fetched before: what did its tags say?
+            problem = self.images.get(f"undecodable:{instance_id}", "")
+        if problem:
+            raise DecodeError(f"instance {instance_id}", problem)
+        return fetched
+
+    def _fetch(self, instance_id: str) -> tuple[bytes, str]:
+        """Fetch one instance file from the PACS and cache it as it came
+        (metadata and frames are read from it when first asked for). Call
+        under the instance's lock. Returns the file and what
+        :func:`undecodable` says of it."""
         data = self.inner.get_instance_file(instance_id)
         self.stats.tick("fetched")
         self.stats.add("bytes_fetched", len(data))
-        name = f"instance {instance_id}"
-        header = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True, force=True)
-        meta = imaging.meta_from_tags(instance_id, header)
-        frames: list[tuple[str, tuple[int, ...], bytes]] = []
-        try:
-            frames = [
-                _to_bytes(compact(f))
-                for f in imaging.decode_frames(io.BytesIO(data), name)
-            ]
-        finally:  # the metadata is worth keeping even when the pixels fail
-            with self.images.transact():  # one write transaction, not one per frame
-                self.images.set(f"meta:{instance_id}", meta)
-                for index, frame in enumerate(frames):
-                    self.images.set(self.frame_key(instance_id, index), frame)
+        problem = undecodable(data)
+        if problem:  # first: whoever sees the file sees this too
+            self.images.set(f"undecodable:{instance_id}", problem)
+        # not in a transaction: diskcache writes the file before it takes the
+        # write lock, so other threads' writes do not wait for this one's disk
+        self.images.set(self.file_key(instance_id), data)
+        return data, problem
 
-    def _cached(self, key: str, instance_id: str):  # type: ignore[no-untyped-def]
-        value = self.images.get(key)
-        if value is not None:
+    def _file(self, instance_id: str) -> bytes:
+        """The instance file, from the cache or else fetched once (single flight)."""
+        data = self.images.get(self.file_key(instance_id))
+        if data is not None:
             self.stats.tick("hits")
-            return value
+            return data
         with self.locks(f"instance:{instance_id}"):
-            value = self.images.get(key)  # another process may have fetched it
-            if value is None:
-                self.stats.tick("misses")
-                self._fetch(instance_id)
-                value = self.images.get(key)
-            else:
+            data = self.images.get(self.file_key(instance_id))  # fetched meanwhile?
+            if data is not None:
                 self.stats.tick("hits")
-        return value
+                return data
+            self.stats.tick("misses")
+            return self._fetch(instance_id)[0]
 
-    def get_instance_meta(self, instance_id: str) -> InstanceMeta:
-        meta = self._cached(f"meta:{instance_id}", instance_id)
-        if meta is None:
-            raise DecodeError(f"instance {instance_id}", "metadata missing after fetch")
+    def get_instance_file(self, instance_id: str) -> bytes:
+        return self._file(instance_id)
+
+    def get_instance_meta(
+        self, instance_id: str, file: bytes | None = None
+    ) -> InstanceMeta:
+        meta = self.images.get(f"meta:{instance_id}")
+        if meta is None:  # read from the file (fetched if need be) once
+            meta = _meta(instance_id, file or self._file(instance_id))
+            self.images.set(f"meta:{instance_id}", meta)
         return meta
 
     def get_frame_compact(self, instance_id: str, frame_index: int = 0) -> np.ndarray:
-        """The cached frame in its compact dtype (int16, float32 or uint8 RGB)."""
+        """The cached frame in its compact dtype (int16, float32 or uint8 RGB).
+
+        A frame not decoded yet is decoded from the cached file (fetched first
+        if need be), that frame only, and kept."""
         key = self.frame_key(instance_id, frame_index)
         data = self.images.get(key)
         if data is not None:
             self.stats.tick("hits")
-        else:
-            # the metadata (cached once fetched) says which frames exist, so a
-            # request for a frame past the end never reaches the PACS again
-            frames = self.get_instance_meta(instance_id).number_of_frames
-            if not 0 <= frame_index < frames:
-                raise NotFound(f"instance {instance_id} has no frame {frame_index + 1}")
-            data = self._cached(key, instance_id)
-            if data is None:  # the file decoded to fewer frames than it declares
-                raise DecodeError(
-                    f"instance {instance_id}", f"no frame {frame_index + 1}"
-                )
-        return _from_bytes(data)
+            return _from_bytes(data)
+        file = self._file(instance_id)
+        # the metadata (cached with the file) says which frames exist, so a
+        # request for a frame past the end never reaches the PACS again
+        frames = self.get_instance_meta(instance_id, file).number_of_frames
+        if not 0 <= frame_index < frames:
+            raise NotFound(f"instance {instance_id} has no frame {frame_index + 1}")
+        frame = compact(
+            imaging.decode_frame(
+                io.BytesIO(file), frame_index, f"instance {instance_id}"
+            )
+        )
+        self.images.set(key, _to_bytes(frame))
+        return frame
 
     def get_frame(self, instance_id: str, frame_index: int = 0) -> np.ndarray:
         frame = self.get_frame_compact(instance_id, frame_index)

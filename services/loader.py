@@ -12,11 +12,16 @@ viewer shows), nearest images to the current one first; then the other series
 of the studies whose pages are open, in series order; then every other
 requested study, oldest request first.
 
+Loading an image means having its instance file in the image cache
+(:meth:`~services.imagecache.CachingPacs.load_instance`); frames are decoded
+when first asked for.
+
 Failures: a PACS that does not answer (circuit breaker open, connection
 refused) pauses loading with backoff and resumes when it answers, costing the
 images nothing; other errors are retried with exponential backoff and jitter
-up to ``max_attempts``; an image that cannot be decoded fails at once. Failed
-images are listed per series and :meth:`retry` puts them back in the queue.
+up to ``max_attempts``; an image whose transfer syntax no installed decoder
+reads fails at once. Failed images are listed per series and :meth:`retry`
+puts them back in the queue.
 
 # Developer notes
 - A series' progress entry holds the set of its loaded image numbers (not a
@@ -24,6 +29,12 @@ images are listed per series and :meth:`retry` puts them back in the queue.
   finishing the same image count it once, and :meth:`prefetch` re-checks the
   set against the image cache (an image evicted since is loaded again and not
   counted meanwhile) without losing an image a worker adds during the check.
+- Workers hand loaded images to the scheduler, which writes them at most
+  every ``FLUSH_EVERY`` seconds (and at once when no fetch is running), every
+  series in one transaction: one write per image was most of the loader's
+  SQLite traffic. An image is in the cache before it is counted, so a
+  re-check in between counts it from the cache; the scheduler writes before
+  it recomputes what is left, so a loaded image is never queued again.
 - The global cap of 5 requests in flight is not the loader's business: it is
   enforced under every PACS request (:class:`~services.coordination.SharedSlots`).
 """
@@ -47,6 +58,7 @@ from .models import DecodeError, ImageRef, NotFound, PacsError, PacsUnavailable
 log = logging.getLogger(__name__)
 
 VISIBLE_FOR = 15.0  # seconds a study page counts as open after its last poll
+FLUSH_EVERY = 0.05  # seconds between progress writes while images keep coming
 FOCUS_FOR = 120.0  # seconds a focused series keeps top priority
 
 
@@ -122,6 +134,10 @@ class BulkLoader:
         # image -> (attempts, next try): only the leading process fetches
         self._attempts: dict[tuple[str, str, int], tuple[int, float]] = {}
         self._started: set[tuple[str, str]] = set()
+        # progress key -> image numbers loaded, not yet in the shared progress
+        self._pending: dict[str, set[int]] = {}
+        self._pending_lock = threading.Lock()
+        self._flushed = 0.0  # monotonic time of the last progress write
 
     # -- requests (any process) ---------------------------------------------------
 
@@ -329,12 +345,15 @@ class BulkLoader:
                         pause = min(pause * 2, 10.0)
                     elif outcome == "ok":
                         pause = self.backoff
+                if not running or time.monotonic() - self._flushed >= FLUSH_EVERY:
+                    self._flush()
                 if time.monotonic() < paused_until or len(running) >= self.workers:
                     self._wake.wait(0.02)
                     self._wake.clear()
                     continue
                 current = self.state.get("loader:version", 0)
                 if current != version or not queue:
+                    self._flush()  # a loaded image must not look still to load
                     version, queue = current, self._candidates()
                 task = self._next(queue, running)
                 if task is None:
@@ -351,6 +370,7 @@ class BulkLoader:
                 running[task.key] = future
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
+            self._flush()
 
     def _next(self, queue: list[Task], running: dict) -> Task | None:
         """The best task that is neither running nor backing off."""
@@ -373,7 +393,9 @@ class BulkLoader:
             self._started.add((study, series))
             self._update(key, started=True)
         try:
-            self.pacs.get_frame_compact(task.image.instance_id, task.image.frame_index)
+            image = task.image
+            if not self.pacs.has_frame(image.instance_id, image.frame_index):
+                self.pacs.load_instance(image.instance_id)  # decoded when asked
         except PacsUnavailable as exc:
             self._update(key, waiting=True, error=str(exc))
             return "unavailable"
@@ -396,15 +418,29 @@ class BulkLoader:
             )
             return "retry"
         self._attempts.pop(task.key, None)
-        with self.state.transact():
-            entry = self.state.get(key) or {"failed": [], "error": ""}
-            done = set(entry.get("done", ()))
-            first = number not in done
-            entry.update(done=done | {number}, waiting=False, error="")
-            self.state.set(key, entry)
-        if first:
-            self.stats.tick("images")
+        with self._pending_lock:  # written by the scheduler in a batch
+            self._pending.setdefault(key, set()).add(number)
         return "ok"
+
+    def _flush(self) -> None:
+        """Write the loaded images of every series in one transaction (one
+        per image was most of the loader's SQLite traffic); an image already
+        in a series' set is counted once."""
+        with self._pending_lock:
+            pending, self._pending = self._pending, {}
+        self._flushed = time.monotonic()
+        if not pending:
+            return
+        added = 0
+        with self.state.transact():
+            for key, numbers in pending.items():
+                entry = self.state.get(key) or {"failed": [], "error": ""}
+                done = set(entry.get("done", ()))
+                added += len(numbers - done)
+                entry.update(done=done | numbers, waiting=False, error="")
+                self.state.set(key, entry)
+        if added:
+            self.stats.tick("images", added)
 
     def _update(self, key: str, **changes: object) -> None:
         with self.state.transact():

@@ -27,6 +27,7 @@ import re
 import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any
@@ -174,6 +175,7 @@ class OrthancClient:
         # study id -> (time, listing): one page view lists a study several
         # ways (summary, series, images); a short memo makes that one listing
         self._listings: dict[str, tuple[float, list]] = {}
+        self._pool = ThreadPoolExecutor(2, thread_name_prefix="orthanc-listing")
 
     @staticmethod
     def _build_session(
@@ -349,9 +351,11 @@ class OrthancClient:
 
     def get_study(self, study_uid: str) -> StudySummary:
         study_id = self._lookup(study_uid, "Study")
-        return self._study_summary(
-            self._json(f"/studies/{study_id}", f"study {study_uid}")
+        study = self._pool.submit(
+            self._json, f"/studies/{study_id}", f"study {study_uid}"
         )
+        self._study_listing(study_uid, study_id)  # meanwhile; the summary needs it
+        return self._study_summary(study.result())
 
     def _study_listing(
         self, study_uid: str, study_id: str | None = None
@@ -371,8 +375,11 @@ class OrthancClient:
     def _fetch_listing(
         self, study_uid: str, study_id: str
     ) -> list[tuple[SeriesSummary, list[dict[str, Any]]]]:
-        series = self._json(f"/studies/{study_id}/series", f"study {study_uid}")
-        instances = self._json(f"/studies/{study_id}/instances", f"study {study_uid}")
+        # the two listings at once: a study page waits for them
+        what = f"study {study_uid}"
+        pending = self._pool.submit(self._json, f"/studies/{study_id}/series", what)
+        instances = self._json(f"/studies/{study_id}/instances", what)
+        series = pending.result()
         by_series: dict[str, list[dict[str, Any]]] = {}
         for inst in instances:
             by_series.setdefault(inst["ParentSeries"], []).append(inst)

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import os
 import re
 import secrets
 import sqlite3
+import threading
 import time
 from contextlib import closing
 from pathlib import Path
@@ -58,6 +60,7 @@ class UserStore:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
+        self._local = threading.local()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with closing(self._connect()) as db:
             db.execute("PRAGMA journal_mode=WAL")
@@ -65,6 +68,16 @@ class UserStore:
 
     def _connect(self) -> sqlite3.Connection:
         return sqlite3.connect(self.path, timeout=30)
+
+    def _reader(self) -> sqlite3.Connection:
+        """This thread's connection for the two reads of every request
+        (``exists``, ``is_revoked``): opening one per call cost more than
+        the query. Each read sees every commit before it (WAL, autocommit);
+        a forked process opens its own."""
+        held = getattr(self._local, "db", None)
+        if held is None or held[0] != os.getpid():
+            held = self._local.db = (os.getpid(), self._connect())
+        return held[1]
 
     def set_user(self, username: str, password: str) -> bool:
         """Create the user or change its password; True when it was created."""
@@ -97,12 +110,11 @@ class UserStore:
             ]
 
     def exists(self, username: str) -> bool:
-        with closing(self._connect()) as db:
-            return bool(
-                db.execute(
-                    "SELECT 1 FROM users WHERE username = ?", (username,)
-                ).fetchone()
-            )
+        return bool(
+            self._reader()
+            .execute("SELECT 1 FROM users WHERE username = ?", (username,))
+            .fetchone()
+        )
 
     def authenticate(self, username: str, password: str) -> bool:
         with closing(self._connect()) as db:
@@ -120,9 +132,8 @@ class UserStore:
             db.execute("DELETE FROM revoked_tokens WHERE expires < ?", (time.time(),))
 
     def is_revoked(self, jti: str) -> bool:
-        with closing(self._connect()) as db:
-            return bool(
-                db.execute(
-                    "SELECT 1 FROM revoked_tokens WHERE jti = ?", (jti,)
-                ).fetchone()
-            )
+        return bool(
+            self._reader()
+            .execute("SELECT 1 FROM revoked_tokens WHERE jti = ?", (jti,))
+            .fetchone()
+        )

@@ -136,7 +136,8 @@ def live_app(dash_app):
 
 def sign_in(dash_br, live_app: str, path: str = "/") -> None:
     """Go to ``path`` and sign in as the demo user through the real login
-    form; waits until Dash has rendered the page we came for."""
+    form; waits until Dash has rendered the page we came for (and the study
+    page's first-paint copy has made way for it)."""
     from api.auth import DEMO_USER
 
     dash_br.driver.get(live_app + path)
@@ -146,6 +147,7 @@ def sign_in(dash_br, live_app: str, path: str = "/") -> None:
     dash_br.find_element("#login-submit").click()
     dash_br.wait_for_element("#react-entry-point", timeout=10)
     assert dash_br.driver.current_url == live_app + path  # came back
+    dash_br.wait_for_no_elements("#first-paint", timeout=15)
 
 
 # -- REST API servers (tests/test_api.py, tests/test_api_security.py) ------------

@@ -322,3 +322,106 @@ def test_load006_orthanc_down_pauses_and_loading_resumes_by_itself(tmp_path, cor
         first.stop()
         if second:
             second.stop()
+
+
+def test_load007_loader_stores_files_frames_decoded_on_first_request(
+    orthanc_server, corpus, tmp_path
+):
+    """The loader keeps each instance file as it came; a frame is decoded from
+    it when first asked for (that frame only), never fetched again."""
+    with CountingProxy(orthanc_server.url) as proxy:
+        pacs, loader = build(proxy.url, orthanc_server.auth, tmp_path)
+        study = corpus.demo.study_uid
+        loader.prefetch(study)
+        loader.start()
+        try:
+            wait_for(
+                lambda: all(p.state == "complete" for p in loader.progress(study)),
+                what="load",
+            )
+        finally:
+            loader.stop()
+        multi = next(s for s in corpus.demo.series if s.image_count == 16)
+        images = pacs.list_images(study, multi.series_uid)
+        single = pacs.list_images(study, corpus.demo.series[2].series_uid)[7]
+        fetched = file_fetches(proxy)
+        for image in (images[5], single):
+            key = pacs.frame_key(image.instance_id, image.frame_index)
+            assert key not in pacs.images and pacs.has_frame(
+                image.instance_id, image.frame_index
+            )
+            frame = pacs.get_frame(image.instance_id, image.frame_index)
+            assert key in pacs.images
+            assert np.array_equal(
+                frame, pacs.inner.get_frame(image.instance_id, image.frame_index)
+            )
+        assert pacs.frame_key(images[6].instance_id, 6) not in pacs.images
+        meta = pacs.get_instance_meta(single.instance_id)
+        assert meta.rows > 0 and meta.number_of_frames == 1
+        data = pacs.get_instance_file(single.instance_id)
+        assert data == pacs.inner.get_instance_file(single.instance_id)
+        assert file_fetches(proxy) == {
+            k: v + (k == single.instance_id) for k, v in fetched.items()
+        }  # the one more fetch is the comparison's, straight from Orthanc
+
+
+def test_load008_files_no_installed_decoder_reads_are_told_from_the_header(corpus):
+    import io
+    import warnings
+
+    import pydicom
+    from pydicom.encaps import encapsulate
+
+    from services.imagecache import undecodable
+
+    path = corpus.demo.series[2].files[0]
+    assert undecodable(path.read_bytes()) == ""
+    ds = pydicom.dcmread(path)
+    ds.file_meta.TransferSyntaxUID = "1.2.840.10008.1.2.4.100"  # MPEG2
+    ds.PixelData = encapsulate([ds.PixelData])
+    out = io.BytesIO()
+    ds.save_as(out, enforce_file_format=True)
+    assert "no installed decoder" in undecodable(out.getvalue())
+    with warnings.catch_warnings():  # pydicom warns while it guesses
+        warnings.simplefilter("ignore")
+        assert undecodable(b"not DICOM at all")
+
+
+def test_load009_shared_primitives_write_less_and_lose_nothing(tmp_path):
+    """Counters buffer in the process (a read flushes, and a timer);
+    a renewed lease is not renewed again at once yet stays exclusive; large
+    values with many newlines go to disk whole; writes from many threads of
+    one process all land."""
+    from services.coordination import Counters, Lease
+    from services.imagecache import open_image_cache
+
+    state = open_state(tmp_path / "state")
+    mine, other = Counters(state, "t", flush_every=3600), Counters(state, "t")
+    for _ in range(3):
+        mine.tick("n")
+    assert other.get("n") == 0  # still buffered in "this process"
+    assert mine.get("n") == 3 and other.get("n") == 3  # a read flushed it
+    quick = Counters(state, "q", flush_every=0.01)
+    quick.add("n", 5)
+    wait_for(lambda: other.cache.get("count:q:n", 0) == 5, what="the timer flush")
+
+    a, b = Lease(state, "x"), Lease(state, "x")
+    assert a.held() and a.held() and not b.held()
+    a.give_up()
+    assert b.held() and not a.held()
+
+    images = open_image_cache(tmp_path / "images", 16)
+    value = b"\n\x00ab\n" * 50_000
+    images.set("big", value)
+    assert images.get("big") == value
+
+    def bump():
+        for _ in range(50):
+            state.incr("hits", default=0)
+
+    threads = [threading.Thread(target=bump) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert state.get("hits") == 300

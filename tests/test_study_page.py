@@ -11,18 +11,20 @@ import requests
 from tests.conftest import sign_in
 
 # Records every class change of the progress bars, so a test can read how the
-# colour went (Dash re-renders the bar: observe the subtree).
+# colour went (Dash re-renders the bar: observe the subtree). Installed before
+# the page's own scripts, it sees the first-paint copy's bars too (data-series);
+# only bars on screen count (Dash's page is hidden while that copy shows).
 RECORD_COLOURS = """
 window.__colours = {};
 const record = () => document.querySelectorAll('.series-progress').forEach(bar => {
-  const id = JSON.parse(bar.id).index;
+  if (!bar.getClientRects().length) return;
+  const id = bar.dataset.series || JSON.parse(bar.id).index;
   const inner = bar.querySelector('.progress-bar');
   const colour = ['bg-danger', 'bg-warning', 'bg-success'].find(c => inner && inner.classList.contains(c));
   const seen = (window.__colours[id] = window.__colours[id] || []);
   if (colour && seen[seen.length - 1] !== colour) seen.push(colour);
 });
-record();
-new MutationObserver(record).observe(document.body, {subtree: true, attributes: true, childList: true});
+new MutationObserver(record).observe(document, {subtree: true, attributes: true, childList: true});
 """
 
 
@@ -53,8 +55,15 @@ def test_study001_cards_first_images_and_progress_to_green(
 ):
     study = corpus.demo
     app_proxy.delay = 0.03  # slow enough to see the bars move
-    sign_in(dash_br, live_app, f"/study/{study.study_uid}")
-    dash_br.driver.execute_script(RECORD_COLOURS)
+    recorder = dash_br.driver.execute_cdp_cmd(
+        "Page.addScriptToEvaluateOnNewDocument", {"source": RECORD_COLOURS}
+    )
+    try:
+        sign_in(dash_br, live_app, f"/study/{study.study_uid}")
+    finally:
+        dash_br.driver.execute_cdp_cmd(
+            "Page.removeScriptToEvaluateOnNewDocument", recorder
+        )
     dash_br.wait_for_element("#series-grid .series-card", timeout=10)
     cards = dash_br.find_elements("#series-grid .series-card")
     assert len(cards) == len(study.series)  # one card per image series
@@ -175,3 +184,34 @@ def test_study003_three_studies_from_several_clients_cap_and_once(
     expected = sum(len(s.instance_uids) for s in corpus.demo.series + corpus.big.series)
     assert len(fetched) >= expected
     assert app_proxy.max_in_flight <= 5
+
+
+def test_study004_html_carries_the_cards_then_makes_way_for_dash(
+    dash_br, live_app, corpus, fresh_app_state
+):
+    """The study page's HTML itself has a plain copy of the cards (first
+    images included), so the browser paints them before Dash is up; once
+    Dash has drawn its cards, with the same images, the copy is gone."""
+    study = corpus.demo
+    sign_in(dash_br, live_app, f"/study/{study.study_uid}")  # waits for the swap
+    assert dash_br.find_elements("#first-paint") == []
+    dash_srcs = dash_br.driver.execute_script(
+        "return [...document.querySelectorAll('#series-grid .thumb-img')]"
+        ".map(i => i.getAttribute('src'));"
+    )
+    fetch_html = (
+        "const done = arguments[arguments.length - 1];"
+        "fetch(arguments[0]).then(r => r.text()).then(done);"
+    )
+    html = dash_br.driver.execute_async_script(fetch_html, f"/study/{study.study_uid}")
+    shell = html.split('<div id="first-paint">', 1)[1].split("react-entry-point")[0]
+    assert len(dash_srcs) == len(study.series) == shell.count('class="thumb-img"')
+    for src in dash_srcs:
+        assert f'src="{src.replace("&", "&amp;")}"' in shell
+    assert '<link rel="preload" as="script"' in shell
+    for generated in study.series:
+        assert f"#{generated.series_number}" in shell
+    other = dash_br.driver.execute_async_script(fetch_html, "/study/1.2.3.4")
+    assert "first-paint" not in other  # unknown study: the page says so itself
+    assert dash_br.find_element("#series-grid .series-card").is_displayed()
+    assert dash_br.get_logs() == []
