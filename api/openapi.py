@@ -224,6 +224,14 @@ RAW_FRAME_HEADERS = {
         "description": "The image's own window width, when it has one.",
         "schema": {"type": "number"},
     },
+    "X-Pixel-Min": {
+        "description": "Smallest value in a grey frame (raw pixels only).",
+        "schema": {"type": "number"},
+    },
+    "X-Pixel-Max": {
+        "description": "Largest value in a grey frame (raw pixels only).",
+        "schema": {"type": "number"},
+    },
     "X-Image-Position": {
         "description": "Image Position (Patient) in mm, `x\\y\\z`, when known.",
         "schema": {"type": "string"},

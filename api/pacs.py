@@ -306,6 +306,9 @@ def register(bp: Blueprint) -> None:
             "X-Image-Samples": str(data.shape[2] if data.ndim == 3 else 1),
             "X-Photometric": meta.photometric,
         }
+        if data.ndim == 2 and data.size:  # the value range, for a viewer's window LUT
+            headers["X-Pixel-Min"] = f"{data.min():g}"
+            headers["X-Pixel-Max"] = f"{data.max():g}"
         if meta.window_center is not None and meta.window_width is not None:
             headers["X-Window-Center"] = f"{meta.window_center:g}"
             headers["X-Window-Width"] = f"{meta.window_width:g}"

@@ -334,15 +334,17 @@
         : dtype === "float32"
         ? new Float32Array(buf)
         : new Uint8Array(buf);
-    var min = Infinity,
+    var min = num(h.get("X-Pixel-Min")),
+      max = num(h.get("X-Pixel-Max"));
+    if (samples === 1 && (min === null || max === null)) {
+      min = Infinity;
       max = -Infinity;
-    if (samples === 1) {
       for (var i = 0; i < data.length; i++) {
         var v = data[i];
         if (v < min) min = v;
         if (v > max) max = v;
       }
-    } else {
+    } else if (samples !== 1) {
       min = 0;
       max = 255;
     }

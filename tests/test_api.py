@@ -527,6 +527,13 @@ def test_api040_ct_frame_is_hounsfield_units(client, headers, corpus, ref_pacs):
     expected = ref_pacs.get_frame(instance, 0)
     assert np.array_equal(pixels.astype(np.float32), expected)
     assert pixels.min() < -900 and pixels.max() > 300  # air and bone, in HU
+    # the value range and where the slice lies, for a viewer
+    assert float(answer.headers["X-Pixel-Min"]) == pixels.min()
+    assert float(answer.headers["X-Pixel-Max"]) == pixels.max()
+    assert float(answer.headers["X-Slice-Location"]) == meta.slice_location
+    assert float(answer.headers["X-Slice-Thickness"]) == 5.0
+    position = [float(v) for v in answer.headers["X-Image-Position"].split("\\")]
+    assert position == pytest.approx(meta.image_position)
 
 
 def test_api041_colour_frame_is_rgb_bytes(client, headers, corpus, ref_pacs):
