@@ -46,7 +46,10 @@
           signIn();
           return r;
         }
-        return fetch(url, options);
+        return fetch(url, options).then(function (again) {
+          if (again.status === 401) signIn(); // refreshed, still refused
+          return again;
+        });
       });
     });
   };

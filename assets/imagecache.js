@@ -30,6 +30,9 @@
   var dbPromise = null;
   var evicting = null;
   var signingOut = false; // no more writes: the session is ending
+  // keys stored, read once at open: a miss answers at once, without queueing
+  // behind the writes of images arriving meanwhile
+  var known = null;
 
   // -- CRC-32 (IEEE), a table-driven loop: ~1 ms for a 512 x 512 int16 frame
   var TABLE = (function () {
@@ -94,7 +97,16 @@
         for (var v = 0; v < CACHE_VERSION; v++) window.indexedDB.deleteDatabase("ctmr-images-v" + v);
       };
       req.onsuccess = function () {
-        resolve(req.result);
+        var db = req.result;
+        request(db.transaction("entries").objectStore("entries").getAllKeys()).then(
+          function (keys) {
+            known = new Set(keys);
+            resolve(db);
+          },
+          function () {
+            resolve(db);
+          }
+        );
       };
       req.onerror = req.onblocked = function () {
         resolve(null); // no cache (private mode, quota): everything still works
@@ -103,7 +115,12 @@
     return dbPromise;
   }
 
+  function forgetKeys(keys) {
+    if (known) keys.forEach(function (k) { known.delete(k); });
+  }
+
   function drop(db, key) {
+    forgetKeys([key]);
     var tx = db.transaction(["images", "entries"], "readwrite");
     tx.objectStore("images").delete(key);
     tx.objectStore("entries").delete(key);
@@ -113,6 +130,10 @@
   function get(key) {
     return open().then(function (db) {
       if (!db) return null;
+      if (known && !known.has(key)) {
+        counts.misses++;
+        return null;
+      }
       var tx = db.transaction(["images", "entries"], "readonly");
       return Promise.all([
         request(tx.objectStore("entries").get(key)),
@@ -146,10 +167,13 @@
     });
   }
 
+  var writing = new Set(); // puts not finished yet
+
   function put(key, buffer, headers) {
-    return open().then(function (db) {
+    var work = open().then(function (db) {
       if (!db || signingOut) return;
       var now = clock();
+      if (known) known.add(key);
       var tx = db.transaction(["images", "entries"], "readwrite");
       tx.objectStore("images").put({ buffer: buffer, headers: headers }, key);
       tx.objectStore("entries").put({
@@ -162,6 +186,22 @@
       return done(tx).then(evictSoon, function () {
         return evictSoon(); // quota: make room for the next one
       });
+    });
+    writing.add(work);
+    var settle = function () {
+      writing.delete(work);
+    };
+    work.then(settle, settle);
+    return work;
+  }
+
+  /* Every put so far stored and the budget enforced. */
+  function idle() {
+    var all = Array.from(writing).map(function (p) {
+      return p.catch(function () {});
+    });
+    return Promise.all(all).then(function () {
+      return writing.size ? idle() : evictSoon();
     });
   }
 
@@ -197,6 +237,7 @@
           }
           if (!doomed.length) return;
           counts.evicted += doomed.length;
+          forgetKeys(doomed);
           var tx = db.transaction(["images", "entries"], "readwrite");
           doomed.forEach(function (key) {
             tx.objectStore("images").delete(key);
@@ -211,6 +252,7 @@
   function clear() {
     return open().then(function (db) {
       if (!db) return;
+      if (known) known.clear();
       var tx = db.transaction(["images", "entries", "meta"], "readwrite");
       ["images", "entries", "meta"].forEach(function (name) {
         tx.objectStore(name).clear();
@@ -259,6 +301,7 @@
     claim: claim,
     summary: summary,
     evict: evictSoon,
+    idle: idle,
     settings: settings,
     configure: function (values) {
       var next = Object.assign(settings(), values || {});
