@@ -19,6 +19,7 @@ import collections
 import math
 import multiprocessing as mp
 import os
+import shutil
 import statistics
 import sys
 import threading
@@ -361,6 +362,24 @@ def api_session(base_url: str, pool: int = 10) -> requests.Session:
     answer.raise_for_status()
     s.headers["Authorization"] = f"Bearer {answer.json()['access']}"
     return s
+
+
+def close_all(
+    *, driver=None, server=None, served=None, proxy=None, orthanc=None, tmp=None
+) -> None:
+    """Stop what a bench started, the browser first, the files last (any may be None)."""
+    if driver is not None:
+        driver.quit()
+    if server is not None:
+        server.extensions["loader"].stop()
+    if served is not None:
+        served.close()
+    if proxy is not None:
+        proxy.close()
+    if orthanc is not None:
+        orthanc.stop()
+    if tmp is not None:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def clear_server(server, proxy: Proxy | None = None) -> None:

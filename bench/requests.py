@@ -35,7 +35,6 @@ if not __package__:  # run as a file, ``import requests`` would find bench/reque
 import argparse
 import datetime
 import logging
-import shutil
 import tempfile
 import threading
 import time
@@ -50,6 +49,7 @@ from bench._common import (
     Served,
     app_settings,
     clear_server,
+    close_all,
     image_count,
     machine_note,
     make_study,
@@ -328,15 +328,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"total wall time {time.perf_counter() - started:.1f} s")
         return 0
     finally:
-        if server is not None:
-            server.extensions["loader"].stop()
-        if served is not None:
-            served.close()
-        if proxy is not None:
-            proxy.close()
-        if orthanc is not None:
-            orthanc.stop()
-        shutil.rmtree(tmp, ignore_errors=True)
+        close_all(server=server, served=served, proxy=proxy, orthanc=orthanc, tmp=tmp)
 
 
 if __name__ == "__main__":

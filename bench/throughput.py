@@ -57,7 +57,6 @@ import argparse
 import dataclasses
 import datetime
 import logging
-import shutil
 import tempfile
 import threading
 import time
@@ -74,6 +73,7 @@ from bench._common import (
     api_session,
     app_settings,
     clear_server,
+    close_all,
     image_count,
     machine_note,
     make_study,
@@ -483,11 +483,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         for a in apps:
             a.close()
-        if proxy is not None:
-            proxy.close()
-        if orthanc is not None:
-            orthanc.stop()
-        shutil.rmtree(tmp, ignore_errors=True)
+        close_all(proxy=proxy, orthanc=orthanc, tmp=tmp)
 
 
 if __name__ == "__main__":

@@ -62,7 +62,6 @@ import io
 import json
 import logging
 import os
-import shutil
 import sys
 import tempfile
 import threading
@@ -76,6 +75,7 @@ from bench._common import (
     Served,
     app_env,
     clear_server,
+    close_all,
     machine_note,
     make_study,
     median,
@@ -506,17 +506,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"total wall time {time.perf_counter() - started:.1f} s")
         return 0
     finally:
-        if driver is not None:
-            driver.quit()
-        if server is not None:
-            server.extensions["loader"].stop()
-        if served is not None:
-            served.close()
-        if proxy is not None:
-            proxy.close()
-        if orthanc is not None:
-            orthanc.stop()
-        shutil.rmtree(tmp, ignore_errors=True)
+        close_all(
+            driver=driver,
+            server=server,
+            served=served,
+            proxy=proxy,
+            orthanc=orthanc,
+            tmp=tmp,
+        )
 
 
 if __name__ == "__main__":

@@ -84,7 +84,6 @@ import datetime
 import json
 import logging
 import os
-import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -93,6 +92,7 @@ from bench._common import (
     Proxy,
     Served,
     app_env,
+    close_all,
     load_note,
     machine_note,
     median,
@@ -1056,17 +1056,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"total wall time {time.perf_counter() - started:.0f} s")
         return 0
     finally:
-        if driver is not None:
-            driver.quit()
-        if server is not None:
-            server.extensions["loader"].stop()
-        if served is not None:
-            served.close()
-        if proxy is not None:
-            proxy.close()
-        if orthanc is not None:
-            orthanc.stop()
-        shutil.rmtree(tmp, ignore_errors=True)
+        close_all(
+            driver=driver,
+            server=server,
+            served=served,
+            proxy=proxy,
+            orthanc=orthanc,
+            tmp=tmp,
+        )
 
 
 def report(args, machine, loads, setup_s, study, results) -> None:

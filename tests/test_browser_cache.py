@@ -4,6 +4,8 @@ LRU eviction under a budget, and signing out empties IndexedDB."""
 
 from __future__ import annotations
 
+from selenium.webdriver.support.ui import WebDriverWait
+
 from tests.conftest import sign_in
 from tests.test_viewer import open_series, state, until
 
@@ -25,11 +27,10 @@ def summary(dash_br) -> dict:
 
 
 def wait_cached(dash_br, count: int) -> None:
-    until(dash_br, "true")  # the viewer is up
-    deadline = dash_br.driver.execute_script("return performance.now()") + 15000
-    while summary(dash_br)["entries"] < count:
-        assert dash_br.driver.execute_script("return performance.now()") < deadline
-        run(dash_br, "requestAnimationFrame(() => done());")
+    """Wait until IndexedDB holds ``count`` images (puts land after the loads)."""
+    WebDriverWait(dash_br.driver, 15, poll_frequency=0.05).until(
+        lambda _d: summary(dash_br)["entries"] >= count
+    )
 
 
 def test_cache001_reload_needs_no_network_and_shows_the_hit_rate(
