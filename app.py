@@ -8,11 +8,12 @@ DICOM_DIR and writes a demo study there on first start.
 from __future__ import annotations
 
 import logging
+from html import escape
 
 import dash
 import dash_bootstrap_components as dbc
-from dash import html
-from flask import Flask, jsonify
+from dash import hooks, html
+from flask import Flask, g, jsonify
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from api import init_api
@@ -71,6 +72,22 @@ def create_server(settings: Settings) -> Flask:
     return server
 
 
+# Loaded in <head>, before the page's body (see head_scripts), not by Dash in
+# the footer: the study page's first-paint thumbnails go through the queue.
+HEAD_SCRIPTS = ("apifetch.js", "imagecache.js", "imagequeue.js")
+
+
+@hooks.index()
+def head_scripts(index: str) -> str:
+    """The request queue and the browser cache in <head>, with the signed-in
+    user (whose cache it is) in a meta tag."""
+    user = escape(g.get("cookie_identity") or "")
+    tags = f'<meta name="app-user" content="{user}">' + "".join(
+        f'<script src="/assets/{name}"></script>' for name in HEAD_SCRIPTS
+    )
+    return index.replace("</head>", tags + "</head>", 1)
+
+
 def create_dash_app(settings: Settings | None = None) -> dash.Dash:
     """The Dash app (Dash Pages + Bootstrap, served from ``assets/``)."""
     settings = settings or Settings.from_env()
@@ -81,6 +98,7 @@ def create_dash_app(settings: Settings | None = None) -> dash.Dash:
         use_pages=True,
         pages_folder=str(ROOT / "pages"),
         assets_folder=str(ROOT / "assets"),
+        assets_ignore="|".join(name.replace(".", r"\.") for name in HEAD_SCRIPTS),
         title="CT/MR Viewer",
         update_title=None,
         suppress_callback_exceptions=True,

@@ -9,11 +9,11 @@
  * callback; the counter and slider follow through set_props.
  *
  * Loading: the image shown first, then +-3 neighbours, then the rest nearest
- * first in the direction of travel, at most MAX_IN_FLIGHT requests at once; a
- * request for an image no longer wanted is aborted, and when all slots are
- * busy the least wanted one yields to the image the user is waiting for.
- * Decoded frames are kept within MEMORY_BUDGET bytes (farthest dropped first;
- * the browser's HTTP cache keeps the responses, which are immutable).
+ * first in the direction of travel, at most MAX_IN_FLIGHT requests asked of
+ * the page's queue (assets/imagequeue.js) at once; a request for an image no
+ * longer wanted is cancelled, and when all are out the least wanted one
+ * yields to the image the user is waiting for. Decoded frames are kept within
+ * MEMORY_BUDGET bytes (farthest dropped first; the browser's cache keeps them).
  */
 (function () {
   "use strict";
@@ -23,7 +23,6 @@
   var ZOOM_STEP = 1.25;
   var WHEEL_NOTCH = 100; // deltaY of one notch in pixel mode (Chrome, Firefox)
   var SWIPE_STEP = 24; // px of vertical swipe per image
-  var MAX_TRIES = 4;
 
   var V = null; // the open viewer, or null
   var serial = 0;
@@ -62,7 +61,7 @@
       bytes: 0,
       inflight: new Map(), // index -> AbortController
       peakInFlight: 0,
-      failed: new Map(), // index -> {tries, until}
+      failed: new Map(), // index -> {error}: given up
       window: cfg.window, // [centre, width], null until the first frame
       preset: cfg.window ? "custom" : "default",
       defaultWindow: null,
@@ -213,12 +212,10 @@
     V.images.forEach(function (img, index) {
       if (!rank.has(index)) forget(index);
     });
-    var now = performance.now();
     for (var i = 0; i < list.length; i++) {
       var index = list[i];
       if (V.images.has(index) || V.inflight.has(index)) continue;
-      var f = V.failed.get(index);
-      if (f && (f.tries >= MAX_TRIES || f.until > now)) continue;
+      if (V.failed.has(index)) continue;
       if (V.inflight.size >= MAX_IN_FLIGHT) {
         if (i > NEIGHBOURS * 2) break;
         // a wanted image waits for a slot: the least wanted request yields
@@ -234,38 +231,27 @@
         V.inflight.get(worst).abort();
         V.inflight.delete(worst);
       }
-      fetchImage(index);
+      fetchImage(index, i);
     }
   }
 
-  /* The frame from the browser's cache (assets/imagecache.js), else from
-   * the server (then cached). */
-  function fetchImage(index) {
+  /* The frame through the page's request queue (assets/imagequeue.js): the
+   * browser's cache, else the server; the queue retries with backoff. */
+  function fetchImage(index, rank) {
     var owner = V.id,
       ctl = new AbortController(),
-      url = V.cfg.urls[index],
-      cache = window.imageCache;
+      q = window.imageQueue,
+      priority =
+        rank === 0
+          ? q.PRIORITY.CURRENT
+          : rank <= 2 * NEIGHBOURS
+          ? q.PRIORITY.NEIGHBOURS + rank / 100
+          : q.PRIORITY.BACKGROUND + rank / 1e6;
     V.inflight.set(index, ctl);
     V.peakInFlight = Math.max(V.peakInFlight, V.inflight.size);
-    (cache ? cache.get(url).catch(function () {}) : Promise.resolve(null))
-      .then(function (hit) {
-        if (hit) return decode(hit.buffer, headerMap(hit.headers));
-        return window.apiFetch(url, {
-          signal: ctl.signal,
-          headers: { Accept: "application/octet-stream" },
-        }).then(function (r) {
-          if (!r.ok) {
-            var e = new Error("HTTP " + r.status);
-            e.status = r.status;
-            e.retryAfter = num(r.headers.get("Retry-After"));
-            throw e;
-          }
-          return r.arrayBuffer().then(function (buf) {
-            var headers = pickHeaders(r.headers);
-            if (cache) cache.put(url, buf, headers).catch(function () {});
-            return decode(buf, headerMap(headers));
-          });
-        });
+    q.fetch(V.cfg.urls[index], { priority: priority, signal: ctl.signal })
+      .then(function (r) {
+        return decode(r.buffer, headerMap(r.headers));
       })
       .then(function (img) {
         if (!V || V.id !== owner || V.inflight.get(index) !== ctl) return;
@@ -281,26 +267,15 @@
         if (!V || V.id !== owner || V.inflight.get(index) !== ctl) return;
         V.inflight.delete(index);
         if (err.name === "AbortError") return;
-        var f = V.failed.get(index) || { tries: 0 };
-        f.tries += 1;
-        var wait = err.retryAfter ? err.retryAfter * 1000 : 500 * Math.pow(2, f.tries - 1);
-        f.until = performance.now() + wait * (0.5 + Math.random());
-        f.error = err.status === 401 ? "signed out: reload the page to sign in" : err.message;
-        V.failed.set(index, f);
+        // the queue has retried it already: the image is given up
+        V.failed.set(index, {
+          error: err.status === 401 ? "signed out: reload the page to sign in" : err.message,
+        });
         if (index === V.n - 1) status();
-        if (f.tries < MAX_TRIES) setTimeout(schedule, f.until - performance.now());
-        else schedule();
+        schedule();
       });
   }
 
-  /* The response headers a frame needs, as a plain object (for the cache). */
-  function pickHeaders(headers) {
-    var out = {};
-    headers.forEach(function (value, name) {
-      if (name.indexOf("x-") === 0) out[name] = value;
-    });
-    return out;
-  }
   function headerMap(obj) {
     return {
       get: function (name) {
@@ -555,12 +530,12 @@
       text = "";
     if (!V.images.has(index)) {
       text =
-        f && f.tries >= MAX_TRIES
+        f
           ? "Image " + V.n + " could not be loaded (" + f.error + ")"
           : "Loading image " + V.n + "…";
     }
     if (el.textContent !== text) el.textContent = text;
-    el.classList.toggle("failed", !!(f && f.tries >= MAX_TRIES));
+    el.classList.toggle("failed", !!f);
   }
 
   function zoomFactor() {

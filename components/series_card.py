@@ -91,7 +91,8 @@ def series_card(
             html.A(
                 html.Div(
                     html.Img(
-                        src=thumbnail_url(first),
+                        # loaded by assets/imagequeue.js (queue and browser cache)
+                        **{"data-src": thumbnail_url(first)},
                         alt=describe(series),
                         className="thumb-img",
                     ),
@@ -163,7 +164,7 @@ def series_card_html(
         '<div class="card series-card h-100">'
         f'<a href="/viewer/{escape(study_uid)}/{escape(series.series_uid)}"'
         ' class="thumb-link" title="Open the series"><div class="thumb">'
-        f'<img src="{escape(thumbnail_url(first))}" alt="{escape(describe(series))}"'
+        f'<img data-src="{escape(thumbnail_url(first))}" alt="{escape(describe(series))}"'
         ' class="thumb-img"></div></a><div class="card-body">'
         '<div class="d-flex align-items-center mb-1">'
         f'<span class="series-number me-2">{escape(number)}</span>'

@@ -197,7 +197,7 @@ def test_study004_html_carries_the_cards_then_makes_way_for_dash(
     assert dash_br.find_elements("#first-paint") == []
     dash_srcs = dash_br.driver.execute_script(
         "return [...document.querySelectorAll('#series-grid .thumb-img')]"
-        ".map(i => i.getAttribute('src'));"
+        ".map(i => i.getAttribute('data-src'));"
     )
     fetch_html = (
         "const done = arguments[arguments.length - 1];"
@@ -207,7 +207,7 @@ def test_study004_html_carries_the_cards_then_makes_way_for_dash(
     shell = html.split('<div id="first-paint">', 1)[1].split("react-entry-point")[0]
     assert len(dash_srcs) == len(study.series) == shell.count('class="thumb-img"')
     for src in dash_srcs:
-        assert f'src="{src.replace("&", "&amp;")}"' in shell
+        assert f'data-src="{src.replace("&", "&amp;")}"' in shell
     assert '<link rel="preload" as="script"' in shell
     for generated in study.series:
         assert f"#{generated.series_number}" in shell

@@ -1,0 +1,290 @@
+/* window.imageQueue: every image request of the page goes through here.
+ *
+ *   imageQueue.fetch(url, {priority, signal, accept}) -> Promise of
+ *     {buffer, headers, cached}   (headers: the x-* and content-type ones)
+ *
+ * The browser's cache first (assets/imagecache.js: no network, no slot), else
+ * the server, and what arrives is stored in that cache. At most MAX_IN_FLIGHT
+ * requests at once for the whole page, best priority first (CURRENT image >
+ * NEIGHBOURS > THUMBNAIL > BACKGROUND; fractions order inside a class). When
+ * every slot is busy, a current or neighbouring image takes the slot of the
+ * least urgent request, which waits again. A caller's AbortSignal cancels its
+ * request, queued or in flight. Failures are retried with exponential backoff
+ * and jitter; 429 and 503 honour Retry-After and hold the whole queue that
+ * long (the server said it is busy); 4xx answers are final.
+ *
+ * Thumbnails: an <img class="thumb-img" data-src="..."> anywhere in the page
+ * (the study page's first paint and its Dash cards) is loaded through the
+ * queue and the cache and shown from a blob URL; one request per URL.
+ *
+ * Loaded in <head> (app.py), before the page's body, so the first-paint
+ * thumbnails start while Dash's bundles load.
+ */
+(function () {
+  "use strict";
+  var MAX_IN_FLIGHT = 5;
+  var MAX_TRIES = 5;
+  var PRIORITY = { CURRENT: 0, NEIGHBOURS: 1, THUMBNAIL: 2, BACKGROUND: 3 };
+
+  var waiting = []; // jobs not started, kept sorted: best first
+  var running = new Set();
+  var holdUntil = 0; // 429/503: nothing starts before this (performance.now())
+  var holdTimer = null;
+  var serial = 0;
+  var figures = { requests: 0, hits: 0, retries: 0, failures: 0, preempted: 0, peak: 0 };
+
+  var claimed = null;
+  function cache() {
+    var c = window.imageCache;
+    if (!c) return Promise.resolve(null);
+    if (!claimed) {
+      // the cache belongs to the signed-in user: another user's images go first
+      var meta = document.querySelector("meta[name='app-user']");
+      claimed = c.claim(meta ? meta.content : "").catch(function () {});
+    }
+    return claimed.then(function () {
+      return c;
+    });
+  }
+
+  function abortError() {
+    var e = new Error("aborted");
+    e.name = "AbortError";
+    return e;
+  }
+
+  function insert(job) {
+    var i = waiting.length;
+    while (i > 0 && before(job, waiting[i - 1])) i--;
+    waiting.splice(i, 0, job);
+  }
+  function before(a, b) {
+    return a.priority < b.priority || (a.priority === b.priority && a.seq < b.seq);
+  }
+
+  function pump() {
+    var now = performance.now();
+    if (now < holdUntil) {
+      if (!holdTimer) {
+        holdTimer = setTimeout(function () {
+          holdTimer = null;
+          pump();
+        }, holdUntil - now);
+      }
+      return;
+    }
+    while (waiting.length) {
+      var next = waiting[0];
+      if (next.notBefore > now) {
+        // the best job waits out its backoff; others may go meanwhile
+        var ready = waiting.findIndex(function (j) {
+          return j.notBefore <= now;
+        });
+        if (ready < 0) {
+          setTimeout(pump, next.notBefore - now);
+          return;
+        }
+        next = waiting[ready];
+      }
+      if (running.size >= MAX_IN_FLIGHT && !preempt(next)) return;
+      waiting.splice(waiting.indexOf(next), 1);
+      start(next);
+    }
+  }
+
+  /* A current or neighbouring image takes the slot of the least urgent job. */
+  function preempt(job) {
+    if (job.priority >= PRIORITY.THUMBNAIL) return false;
+    var worst = null;
+    running.forEach(function (j) {
+      if (j.priority > job.priority && (!worst || before(worst, j))) worst = j;
+    });
+    if (!worst) return false;
+    figures.preempted++;
+    worst.yielded = true;
+    worst.ctl.abort();
+    return true;
+  }
+
+  function start(job) {
+    running.add(job);
+    figures.requests++;
+    figures.peak = Math.max(figures.peak, running.size);
+    job.ctl = new AbortController();
+    var get = window.apiFetch || fetch;
+    get(job.url, { signal: job.ctl.signal, headers: { Accept: job.accept } })
+      .then(function (r) {
+        if (!r.ok) {
+          var e = new Error("HTTP " + r.status);
+          e.status = r.status;
+          var after = Number(r.headers.get("Retry-After"));
+          e.retryAfter = isFinite(after) && after > 0 ? after : 0;
+          throw e;
+        }
+        return r.arrayBuffer().then(function (buffer) {
+          return { buffer: buffer, headers: pick(r.headers), cached: false };
+        });
+      })
+      .then(
+        function (result) {
+          finish(job);
+          cache().then(function (c) {
+            if (c) c.put(job.url, result.buffer, result.headers).catch(function () {});
+          });
+          job.resolve(result);
+        },
+        function (err) {
+          finish(job);
+          if (job.cancelled) return job.reject(abortError());
+          if (job.yielded) {
+            job.yielded = false; // its slot went to a more urgent image
+            insert(job);
+            return pump();
+          }
+          retry(job, err);
+        }
+      );
+  }
+
+  function finish(job) {
+    running.delete(job);
+    setTimeout(pump, 0);
+  }
+
+  function retry(job, err) {
+    var status = err.status || 0;
+    var final = status >= 400 && status < 500 && status !== 408 && status !== 429;
+    job.tries++;
+    if (final || job.tries >= MAX_TRIES) {
+      figures.failures++;
+      return job.reject(err);
+    }
+    figures.retries++;
+    var wait = 500 * Math.pow(2, job.tries - 1) * (0.5 + Math.random());
+    if (err.retryAfter) {
+      wait = err.retryAfter * 1000;
+      holdUntil = Math.max(holdUntil, performance.now() + wait);
+    }
+    job.notBefore = performance.now() + wait;
+    insert(job);
+    pump();
+  }
+
+  function pick(headers) {
+    var out = {};
+    headers.forEach(function (value, name) {
+      if (name.indexOf("x-") === 0 || name === "content-type") out[name] = value;
+    });
+    return out;
+  }
+
+  function request(url, options) {
+    options = options || {};
+    var signal = options.signal;
+    var job = {
+      url: url,
+      priority: options.priority === undefined ? PRIORITY.BACKGROUND : options.priority,
+      accept: options.accept || "application/octet-stream",
+      seq: ++serial,
+      tries: 0,
+      notBefore: 0,
+    };
+    return new Promise(function (resolve, reject) {
+      job.resolve = resolve;
+      job.reject = reject;
+      if (signal) {
+        if (signal.aborted) return reject(abortError());
+        signal.addEventListener("abort", function () {
+          job.cancelled = true;
+          var at = waiting.indexOf(job);
+          if (at >= 0) {
+            waiting.splice(at, 1);
+            reject(abortError());
+          } else if (job.ctl) job.ctl.abort(); // running: its catch rejects
+          else reject(abortError()); // still asking the cache
+        });
+      }
+      cache()
+        .then(function (c) {
+          return c ? c.get(url).catch(function () {}) : null;
+        })
+        .then(function (hit) {
+          if (job.cancelled) return;
+          if (hit) {
+            figures.hits++;
+            return resolve({ buffer: hit.buffer, headers: hit.headers, cached: true });
+          }
+          insert(job);
+          pump();
+        });
+    });
+  }
+
+  // -- thumbnails ----------------------------------------------------------------
+
+  var thumbs = new Map(); // url -> Promise of a blob URL
+
+  function thumbnail(url) {
+    if (!thumbs.has(url)) {
+      var p = request(url, { priority: PRIORITY.THUMBNAIL, accept: "image/jpeg" }).then(function (r) {
+        var type = r.headers["content-type"] || "image/jpeg";
+        return URL.createObjectURL(new Blob([r.buffer], { type: type }));
+      });
+      p.catch(function () {
+        thumbs.delete(url); // asked again next time
+      });
+      thumbs.set(url, p);
+    }
+    return thumbs.get(url);
+  }
+
+  function show(img, delay) {
+    var url = img.getAttribute("data-src");
+    if (!url || img.dataset.asked === url) return;
+    img.dataset.asked = url;
+    thumbnail(url).then(
+      function (blobUrl) {
+        if (img.getAttribute("data-src") !== url) return;
+        img.src = blobUrl;
+        if (img.parentElement) img.parentElement.classList.remove("failed");
+      },
+      function () {
+        if (img.parentElement) img.parentElement.classList.add("failed");
+        delete img.dataset.asked;
+        var next = Math.min((delay || 5000) * 2, 60000);
+        setTimeout(function () {
+          if (document.contains(img)) show(img, next);
+        }, delay || 5000);
+      }
+    );
+  }
+
+  function scan(root) {
+    if (root.matches && root.matches("img.thumb-img[data-src]")) show(root);
+    if (root.querySelectorAll) root.querySelectorAll("img.thumb-img[data-src]").forEach(function (img) {
+      show(img);
+    });
+  }
+
+  new MutationObserver(function (records) {
+    records.forEach(function (r) {
+      if (r.type === "attributes") show(r.target);
+      else r.addedNodes.forEach(scan);
+    });
+  }).observe(document.documentElement, {
+    childList: true,
+    subtree: true,
+    attributes: true,
+    attributeFilter: ["data-src"],
+  });
+
+  window.imageQueue = {
+    PRIORITY: PRIORITY,
+    MAX_IN_FLIGHT: MAX_IN_FLIGHT,
+    fetch: request,
+    thumbnail: thumbnail,
+    stats: function () {
+      return Object.assign({ inFlight: running.size, waiting: waiting.length }, figures);
+    },
+  };
+})();
