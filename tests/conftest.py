@@ -118,16 +118,81 @@ def pytest_setup_options():
     return options
 
 
+class ImageRequests:
+    """WSGI middleware counting the image requests (``/api/pacs/instances/``)
+    the app is answering at once: the browser's in-flight count seen from the
+    server, whatever the page's own counters say."""
+
+    def __init__(self, app) -> None:
+        self.app, self.lock = app, threading.Lock()
+        self.in_flight = self.max_in_flight = self.total = 0
+
+    def reset(self) -> None:
+        with self.lock:
+            self.max_in_flight = self.in_flight
+            self.total = 0
+
+    def _change(self, delta: int) -> None:
+        with self.lock:
+            self.in_flight += delta
+            self.total += max(delta, 0)
+            self.max_in_flight = max(self.max_in_flight, self.in_flight)
+
+    def __call__(self, environ, start_response):
+        if not environ.get("PATH_INFO", "").startswith("/api/pacs/instances/"):
+            return self.app(environ, start_response)
+        self._change(1)
+        try:
+            body = self.app(environ, start_response)
+        except BaseException:
+            self._change(-1)
+            raise
+        return _Closing(body, lambda: self._change(-1))
+
+
+class _Closing:
+    """A response body that calls ``done`` once: when its last byte has been
+    handed to the server (the client cannot have it before), or on close."""
+
+    def __init__(self, body, done) -> None:
+        self.body, self._done = body, done
+
+    def __iter__(self):
+        yield from self.body
+        self.done()
+
+    def done(self) -> None:
+        done, self._done = self._done, None
+        if done:
+            done()
+
+    def close(self) -> None:
+        try:
+            if hasattr(self.body, "close"):
+                self.body.close()
+        finally:
+            self.done()
+
+
 @pytest.fixture(scope="session")
-def live_app(dash_app):
-    """The app served over real HTTP for the browser tests, for the session.
+def image_requests(dash_app) -> ImageRequests:
+    return ImageRequests(dash_app.server.wsgi_app)
+
+
+@pytest.fixture(scope="session")
+def live_app(dash_app, image_requests):
+    """The app served over real HTTP for the browser tests, for the session,
+    its image requests counted by ``image_requests``.
 
     (dash_duo's own runner stops its server by raising SystemExit in every
     thread the app started, which can cut a SQLite transaction in half and
     leave the shared state locked; a server of our own is stopped cleanly.)"""
     from werkzeug.serving import make_server
 
-    server = make_server("127.0.0.1", 0, dash_app.server, threaded=True)
+    def serve(environ, start_response):
+        return image_requests(environ, start_response)
+
+    server = make_server("127.0.0.1", 0, serve, threaded=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     yield f"http://127.0.0.1:{server.server_port}"

@@ -202,3 +202,49 @@ def test_cache006_expired_access_token_is_refreshed_else_sign_in(
     )
     dash_br.wait_for_element("#login-form", timeout=10)
     assert "next=%2Fviewer%2F" in dash_br.driver.current_url
+
+
+def prefetch_done(dash_br, total: int) -> dict:
+    """Wait until the study page has queued ``total`` images and settled them."""
+    script = (
+        "const p = window.studyPrefetch; return p && p.queued === arguments[0]"
+        " && p.fetched + p.cached + p.failed === p.queued ? p : null;"
+    )
+    return WebDriverWait(dash_br.driver, 90, poll_frequency=0.1).until(
+        lambda d: d.execute_script(script, total)
+    )
+
+
+def test_cache007_the_study_page_fills_the_cache_and_the_viewer_needs_no_network(
+    dash_br, live_app, corpus, image_requests, fresh_app_state
+):
+    """The study page brings every image of every loaded series into
+    IndexedDB behind its thumbnails, at most 5 image requests at once (counted
+    by the server), each image once; a series opened afterwards, and the study
+    page reloaded, ask the server for no pixels at all."""
+    study = corpus.demo
+    images = sum(s.image_count for s in study.series)
+    image_requests.reset()
+    sign_in(dash_br, live_app, f"/study/{study.study_uid}")
+    figures = prefetch_done(dash_br, images)
+    assert figures["failed"] == 0 and figures["full"] is False
+    assert figures["fetched"] == images  # an empty cache at first: all fetched
+    assert image_requests.total == len(study.series) + images  # thumbnails + images
+    assert 1 <= image_requests.max_in_flight <= 5
+    queue = dash_br.driver.execute_script("return window.imageQueue.stats()")
+    assert queue["peak"] <= 5 and queue["failures"] == 0
+    run(dash_br, "window.imageCache.idle().then(() => done());")
+    # reload: thumbnails and every image from IndexedDB
+    image_requests.reset()
+    dash_br.driver.refresh()
+    dash_br.wait_for_no_elements("#first-paint", timeout=15)
+    figures = prefetch_done(dash_br, images)
+    assert figures["cached"] == images and figures["fetched"] == 0
+    assert image_requests.total == 0
+    # the viewer: not one pixel request for a series loaded on the study page
+    series = study.series[3]  # CT abdomen, 32 x 512 x 512
+    dash_br.driver.get(f"{live_app}/viewer/{study.study_uid}/{series.series_uid}")
+    until(dash_br, f"s.loaded.length === {series.image_count}")
+    assert dash_br.driver.execute_script(FRAMES) == []
+    assert image_requests.total == 0
+    dash_br.wait_for_text_to_equal("#cache-hit-rate", "cache 100 %")
