@@ -32,6 +32,7 @@ from flask_jwt_extended import (
     JWTManager,
     create_access_token,
     create_refresh_token,
+    decode_token,
     get_jwt,
     get_jwt_identity,
     set_access_cookies,
@@ -216,8 +217,23 @@ def _guard_pages():
 def _renew_access_cookie(response):
     identity = g.get("cookie_identity")
     if identity and g.get("cookie_exp", 0) - time.time() < RENEW_WHEN_LEFT:
-        set_access_cookies(response, create_access_token(identity=identity))
+        set_access_cookie(response, create_access_token(identity=identity))
     return response
+
+
+EXPIRES_COOKIE = "access_expires"
+
+
+def set_access_cookie(response, access: str) -> None:
+    """The httpOnly access cookie, and beside it a readable one with its
+    expiry (epoch seconds, no secret) so the page renews it in time."""
+    set_access_cookies(response, access)
+    response.set_cookie(
+        EXPIRES_COOKIE,
+        str(decode_token(access)["exp"]),
+        secure=current_app.config["JWT_COOKIE_SECURE"],
+        samesite=current_app.config["JWT_COOKIE_SAMESITE"],
+    )
 
 
 LOGIN_PAGE = """<!doctype html><html data-bs-theme="dark"><head><meta charset="utf-8">
@@ -266,7 +282,7 @@ def _login_routes(server: Flask, settings: Settings, limiter: Limiter) -> None:
             return page(next_url, "Wrong username or password.", 401)
         response = redirect(next_url)
         access, refresh = issue_tokens(username)
-        set_access_cookies(response, access)
+        set_access_cookie(response, access)
         set_refresh_cookies(response, refresh)
         return response
 
@@ -284,6 +300,7 @@ def _login_routes(server: Flask, settings: Settings, limiter: Limiter) -> None:
                 pass
         response = redirect("/login")
         unset_jwt_cookies(response)
+        response.delete_cookie(EXPIRES_COOKIE)
         return response
 
 

@@ -9,12 +9,11 @@ from flask_jwt_extended import (
     get_jwt,
     get_jwt_identity,
     jwt_required,
-    set_access_cookies,
 )
 from flask_limiter import Limiter
 
 from api import BadRequest, error_response
-from api.auth import AUTH_ERRORS, issue_tokens, login_limit, users
+from api.auth import AUTH_ERRORS, issue_tokens, login_limit, set_access_cookie, users
 from settings import Settings
 
 
@@ -78,7 +77,7 @@ def register(bp: Blueprint, settings: Settings, limiter: Limiter) -> None:
     def _refresh_from_cookie():
         access = create_access_token(identity=get_jwt_identity())
         response = jsonify(access=access)
-        set_access_cookies(response, access)
+        set_access_cookie(response, access)
         return response
 
     @bp.post("/token/revoke/")

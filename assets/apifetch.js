@@ -5,7 +5,9 @@
  * for a new access token once for the whole page (POST /api/token/refresh/
  * with the refresh cookie and its CSRF token) and repeats the request; if the
  * refresh is refused too, the session is over: the login page, which comes
- * back here afterwards.
+ * back here afterwards. Before that happens, the page renews the access
+ * token a minute before it expires (the readable cookie access_expires says
+ * when), so a page left open keeps working without a refused request.
  */
 (function () {
   "use strict";
@@ -23,6 +25,7 @@
         credentials: "same-origin",
         headers: { "X-CSRF-TOKEN": cookie("csrf_refresh_token") },
       }).then(function (r) {
+        if (r.ok) schedule();
         setTimeout(function () {
           refreshing = null; // later expiries refresh again
         }, 1000);
@@ -32,10 +35,27 @@
     return refreshing;
   }
 
+  var EARLY_S = 60;
+  var renewTimer = null;
+  /* Renew a minute before the access token expires, and again after that. */
+  function schedule() {
+    clearTimeout(renewTimer);
+    var exp = Number(cookie("access_expires"));
+    if (!exp) return;
+    var wait = Math.max(exp - EARLY_S - Date.now() / 1000, 1) * 1000;
+    renewTimer = setTimeout(function () {
+      refresh().then(function (ok) {
+        if (ok) schedule();
+      });
+    }, Math.min(wait, 2147483647));
+  }
+
   function signIn() {
     var here = window.location.pathname + window.location.search;
     window.location.assign("/login?next=" + encodeURIComponent(here));
   }
+
+  schedule();
 
   window.apiFetch = function (url, options) {
     options = Object.assign({ credentials: "same-origin" }, options || {});
@@ -53,4 +73,5 @@
       });
     });
   };
+  window.apiFetch.renewSoon = schedule; // after the cookie changed
 })();

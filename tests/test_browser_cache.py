@@ -4,6 +4,8 @@ LRU eviction under a budget, and signing out empties IndexedDB."""
 
 from __future__ import annotations
 
+import time
+
 from selenium.webdriver.support.ui import WebDriverWait
 
 from tests.conftest import sign_in
@@ -248,3 +250,27 @@ def test_cache007_the_study_page_fills_the_cache_and_the_viewer_needs_no_network
     assert dash_br.driver.execute_script(FRAMES) == []
     assert image_requests.total == 0
     dash_br.wait_for_text_to_equal("#cache-hit-rate", "cache 100 %")
+
+
+def test_cache008_the_page_renews_the_access_token_before_it_expires(
+    dash_br, live_app, corpus
+):
+    """A minute before the access token expires (the readable cookie
+    access_expires says when), the page asks for a new one by itself."""
+    sign_in(dash_br, live_app, f"/study/{corpus.demo.study_uid}")
+    driver = dash_br.driver
+    before = driver.get_cookie("access_token_cookie")["value"]
+    expires = int(driver.get_cookie("access_expires")["value"])
+    assert expires > time.time() + 600  # the default access token: 15 min
+    # as if the token had 61 s left: renewed about a second from now
+    driver.execute_script(
+        "document.cookie = 'access_expires=' + (Math.floor(Date.now() / 1000) + 61)"
+        " + '; path=/'; window.apiFetch.renewSoon();"
+    )
+    WebDriverWait(driver, 10, poll_frequency=0.05).until(
+        lambda d: d.get_cookie("access_token_cookie")["value"] != before
+    )
+    assert int(driver.get_cookie("access_expires")["value"]) > time.time() + 600
+    dash_br.find_element("#logout-link").click()
+    dash_br.wait_for_element("#login-form", timeout=10)
+    assert driver.get_cookie("access_expires") is None
