@@ -286,10 +286,23 @@
   }
 
   function showCacheRate() {
+    showMemory();
     var el = document.getElementById("cache-hit-rate"),
       stats = window.imageCache && window.imageCache.stats();
     if (!el || !stats || stats.hitRate === null) return;
     var text = "cache " + Math.round(100 * stats.hitRate) + " %";
+    if (el.textContent !== text) el.textContent = text;
+  }
+
+  /* The decoded frames held in the tab against their budget (cache panel). */
+  function showMemory() {
+    var el = document.getElementById("memory-summary");
+    if (!el || !V) return;
+    var mb = function (bytes) {
+      return (bytes / 1048576).toFixed(1);
+    };
+    var text =
+      "In memory: " + V.images.size + " decoded images, " + mb(V.bytes) + " of " + mb(MEMORY_BUDGET) + " MB";
     if (el.textContent !== text) el.textContent = text;
   }
 
@@ -788,8 +801,15 @@
             return cache.summary();
           })
           .then(function (s) {
+            showMemory();
             return s.entries + " images, " + (s.bytes / 1048576).toFixed(1) + " MB kept";
           });
+      },
+      /* For tests: a smaller budget for decoded frames (bytes). */
+      setMemoryBudget: function (bytes) {
+        MEMORY_BUDGET = bytes;
+        schedule();
+        showMemory();
       },
       /* For tests and benchmarks: what the viewer holds (read only). */
       state: function () {

@@ -128,6 +128,8 @@ def cache_panel():
                             n_clicks=0,
                         ),
                         html.Div(id="cache-summary", className="small mt-2"),
+                        # written by assets/viewer.js: decoded frames in memory
+                        html.Div(id="memory-summary", className="small text-secondary"),
                     ]
                 ),
                 target="cache-toggle",

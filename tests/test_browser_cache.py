@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import time
 
+from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support.ui import WebDriverWait
 
 from tests.conftest import sign_in
-from tests.test_viewer import open_series, state, until
+from tests.test_viewer import keys, open_series, state, until
 
 FRAMES = (
     "return performance.getEntriesByType('resource')"
@@ -55,6 +56,10 @@ def test_cache001_reload_needs_no_network_and_shows_the_hit_rate(
     # the panel says what is kept, and empties it
     dash_br.find_element("#cache-toggle").click()
     dash_br.wait_for_contains_text("#cache-summary", f"{series.image_count} images")
+    mb = series.image_count * 512 * 512 * 2 / 1048576  # decoded int16 frames
+    assert dash_br.find_element("#memory-summary").text == (
+        f"In memory: {series.image_count} decoded images, {mb:.1f} of 128.0 MB"
+    )
     dash_br.find_element("#cache-clear").click()
     dash_br.wait_for_text_to_equal("#cache-summary", "0 images, 0.0 MB kept")
 
@@ -274,3 +279,27 @@ def test_cache008_the_page_renews_the_access_token_before_it_expires(
     dash_br.find_element("#logout-link").click()
     dash_br.wait_for_element("#login-form", timeout=10)
     assert driver.get_cookie("access_expires") is None
+
+
+def test_cache009_decoded_frames_stay_within_the_memory_budget(
+    dash_br, live_app, corpus
+):
+    """The tab keeps decoded frames within its budget, nearest the image shown
+    first, and the cache panel says how much it holds."""
+    study, series = corpus.demo, corpus.demo.series[1]  # 40 x 512 x 512 int16
+    frame = 512 * 512 * 2
+    open_series(dash_br, live_app, study.study_uid, series.series_uid)
+    until(dash_br, f"s.loaded.length === {series.image_count}")
+    dash_br.driver.execute_script(
+        "window.dash_clientside.viewer.setMemoryBudget(arguments[0])", 10 * frame
+    )
+    until(dash_br, "s.loaded.length === 10")
+    assert sorted(state(dash_br)["loaded"]) == list(range(1, 11))
+    assert state(dash_br)["bytes"] == 10 * frame
+    keys(dash_br, Keys.END)  # the last image: the ten nearest it now
+    until(dash_br, f"s.shown === {series.image_count} && s.inFlight === 0")
+    assert sorted(state(dash_br)["loaded"]) == list(range(31, 41))
+    dash_br.find_element("#cache-toggle").click()
+    dash_br.wait_for_text_to_equal(
+        "#memory-summary", "In memory: 10 decoded images, 5.0 of 5.0 MB"
+    )
