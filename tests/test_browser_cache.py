@@ -4,6 +4,7 @@ LRU eviction under a budget, and signing out empties IndexedDB."""
 
 from __future__ import annotations
 
+import shutil
 import time
 
 from selenium.webdriver.common.keys import Keys
@@ -303,3 +304,69 @@ def test_cache009_decoded_frames_stay_within_the_memory_budget(
     dash_br.wait_for_text_to_equal(
         "#memory-summary", "In memory: 10 decoded images, 5.0 of 5.0 MB"
     )
+
+
+def test_cache010_after_a_browser_restart_the_study_needs_no_pixel_requests(
+    live_app, corpus, image_requests, tmp_path
+):
+    """The issue's must-show: re-opening a study within 24 h, after the
+    browser was closed and started again (same profile), shows every cached
+    image with no pixel request to the server."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    from api.auth import DEMO_USER
+    from tests.conftest import pytest_setup_options
+
+    study = corpus.demo
+    images = sum(s.image_count for s in study.series)
+    page = f"{live_app}/study/{study.study_uid}"
+
+    def browser():
+        options = pytest_setup_options()
+        for flag in ("--no-sandbox", "--disable-dev-shm-usage"):  # as dash_br's
+            options.add_argument(flag)
+        options.add_argument(f"--user-data-dir={tmp_path / 'profile'}")
+        service = Service(shutil.which("chromedriver") or "/usr/bin/chromedriver")
+        return webdriver.Chrome(service=service, options=options)
+
+    def open_study(driver) -> dict:
+        driver.get(page)
+        if driver.find_elements("id", "login-form"):  # session cookies are gone
+            driver.find_element("id", "username").send_keys(DEMO_USER[0])
+            driver.find_element("id", "password").send_keys(DEMO_USER[1])
+            driver.find_element("id", "login-submit").click()
+        WebDriverWait(driver, 20, poll_frequency=0.1).until(
+            lambda d: d.execute_script(
+                "const t = [...document.querySelectorAll('#series-grid .thumb-img')];"
+                "return t.length > 0 && t.every(i => i.complete && i.naturalWidth > 0);"
+            )
+        )
+        script = (
+            "const p = window.studyPrefetch; return p && p.queued === arguments[0]"
+            " && p.fetched + p.cached + p.failed === p.queued ? p : null;"
+        )
+        figures = WebDriverWait(driver, 90, poll_frequency=0.1).until(
+            lambda d: d.execute_script(script, images)
+        )
+        driver.execute_async_script(
+            "window.imageCache.idle().then(arguments[arguments.length - 1]);"
+        )
+        return figures
+
+    driver = browser()
+    try:
+        first = open_study(driver)
+    finally:
+        driver.quit()
+    assert first["failed"] == 0 and first["fetched"] + first["cached"] == images
+    image_requests.reset()
+    driver = browser()  # a new browser process on the same profile
+    try:
+        again = open_study(driver)
+        thumbs = len(driver.find_elements("css selector", "#series-grid .thumb-img"))
+    finally:
+        driver.quit()
+    assert again["cached"] == images and again["fetched"] == 0
+    assert thumbs == len(study.series)
+    assert image_requests.total == 0  # not one thumbnail or frame from the server
