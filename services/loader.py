@@ -13,7 +13,8 @@ machines: Redis and Celery), the web processes only ask: each request calls
 ``kick()``, which queues a Celery task that runs :meth:`drain` in a worker
 until nothing is left; a progress poll kicks again when work is queued and
 nobody loads, and queues a study again whose requests the state store forgot
-(a Redis restarted without persistence).
+(a Redis restarted without persistence; also the first poll of a study never
+opened queues it).
 
 Priority, re-evaluated before every fetch: the focused series (the one a
 viewer shows), nearest images to the current one first; then the other series
@@ -192,19 +193,8 @@ class BulkLoader:
     def progress(self, study_uid: str, recover: bool = True) -> list[SeriesProgress]:
         """Per image series, in the study's series order."""
         out = []
-        series = self._image_series(study_uid)
-        entries = {s: self.state.get(f"progress:{study_uid}:{s}") or {} for s in series}
-        if self.kick is not None and recover and series:
-            if not any(entries.values()) and study_uid not in self.state.get(
-                "jobs", {}
-            ):
-                return self.prefetch(study_uid)  # the store forgot the request
-            if self.lease.key not in self.state and self.state.get("jobs"):
-                # work is queued and nobody loads (a worker died): one kick
-                if self.state.add("kicked", 1, expire=2.0):
-                    self.kick()
-        for series_uid, images in series.items():
-            entry = entries[series_uid]
+        for series_uid, images in self._image_series(study_uid).items():
+            entry = self.state.get(f"progress:{study_uid}:{series_uid}") or {}
             loaded = len(entry.get("done", ()))
             failed = entry.get("failed", [])
             if loaded == len(images):
@@ -227,7 +217,33 @@ class BulkLoader:
                     entry.get("error", ""),
                 )
             )
+        if self.kick is not None and recover:
+            return self._recover(study_uid, out)
         return out
+
+    def _recover(
+        self, study_uid: str, progress: list[SeriesProgress]
+    ) -> list[SeriesProgress]:
+        """Loading elsewhere (Celery): a study with images neither loaded nor
+        failed that is not queued was forgotten (Redis restarted without
+        persistence): queue it again. Work queued while no one holds the
+        lease (a worker died): kick. Each at most every few seconds."""
+        jobs = self.state.get("jobs", {})
+        unsettled = any(p.loaded + len(p.failed) < p.total for p in progress)
+        if (
+            unsettled
+            and study_uid not in jobs
+            and self.state.add(f"requeued:{study_uid}", 1, expire=5.0)
+        ):
+            log.info("study %s was not queued any more: queued again", study_uid)
+            return self.prefetch(study_uid)
+        if (
+            jobs
+            and self.lease.key not in self.state
+            and self.state.add("kicked", 1, expire=2.0)
+        ):
+            self.kick()  # type: ignore[misc]
+        return progress
 
     def queue_length(self) -> int:
         total = 0
