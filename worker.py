@@ -13,9 +13,13 @@ tasks return at once. Every request to Orthanc still takes one of the 5
 slots kept in Redis, whichever process sends it.
 
 # Developer notes
-- Tasks are acknowledged late, so a drain whose worker dies is delivered
-  again; the progress poll also kicks a drain when work is queued and no one
-  holds the lease, so nothing waits for the broker's redelivery.
+- Tasks are acknowledged when a worker takes them, not late: kombu 5.7's
+  Redis transport crashes the worker ("Unrecoverable error: AttributeError
+  ... 'hostname'") when the broker connection drops while it holds
+  unacknowledged messages (it tries to restore them on a closed connection;
+  kombu#970 and kin), and a long drain would hold one for its whole run. A
+  drain whose worker dies is not lost anyway: the progress poll kicks a new
+  one when work is queued and no one holds the loader's lease.
 - A kick that cannot reach Redis is logged and dropped: the next request or
   poll kicks again.
 - Dash background callbacks would also run here (``CeleryManager``); the app
@@ -43,14 +47,12 @@ def make_celery(redis_url: str) -> Celery:
     celery = Celery("ctmr", broker=redis_url, set_as_current=False)
     celery.conf.update(
         task_default_queue=QUEUE,
-        task_acks_late=True,
-        task_reject_on_worker_lost=True,
+        # acknowledged when a worker takes it (see the module's notes)
+        task_acks_late=False,
         task_ignore_result=True,
         worker_prefetch_multiplier=1,
         broker_connection_retry_on_startup=True,
-        broker_transport_options={"visibility_timeout": 600},
-        # a drain may run for long: no time limit; the lease keeps it single
-        worker_cancel_long_running_tasks_on_connection_loss=False,
+        # a drain may run for long (no time limit): the lease keeps it single
     )
     celery.task(name=DRAIN, ignore_result=True)(_drain)
     return celery
