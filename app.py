@@ -18,10 +18,8 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 from api import init_api
 from api.auth import init_auth
-from services.coordination import SharedSlots, open_state
-from services.imagecache import CachingPacs, open_image_cache
-from services.loader import BulkLoader
-from services.pacs import open_pacs
+from services.coordination import StateUnavailable
+from services.stack import open_stack
 from settings import ROOT, Settings
 
 log = logging.getLogger(__name__)
@@ -41,22 +39,20 @@ def create_server(settings: Settings) -> Flask:
 
         if ensure_demo_study(settings.dicom_dir):
             log.info("wrote the demo study into %s", settings.dicom_dir)
-    state = open_state(settings.cache_dir / "state")
-    slots = SharedSlots(state, "orthanc", settings.orthanc_max_in_flight)
-    pacs = CachingPacs(
-        open_pacs(
-            **settings.pacs_kwargs(),
-            slot=slots if settings.backend == "orthanc" else None,
-        ),
-        open_image_cache(settings.cache_dir / "images", settings.cache_size_mb),
-        state,
-    )
-    loader = BulkLoader(pacs, state, workers=settings.loader_workers)
+    kick = None
+    if settings.redis_url:  # the bulk loader runs in Celery workers
+        from worker import drain_kicker
+
+        kick = drain_kicker(settings.redis_url)
+    stack = open_stack(**settings.stack_kwargs(), kick=kick)
+    pacs, loader, state = stack.pacs, stack.loader, stack.state
     server.extensions.update(settings=settings, pacs=pacs, loader=loader, state=state)
-    if settings.backend == "orthanc":
-        server.extensions["slots"] = slots
-    # Started by the first request, in the serving process (not a forking parent).
-    server.before_request(loader.start)
+    if stack.slots is not None:
+        server.extensions["slots"] = stack.slots
+    if kick is None:
+        # Started by the first request, in the serving process (not a forking
+        # parent); the processes of the machine take turns by a lease.
+        server.before_request(loader.start)
 
     @server.get("/healthz")
     def healthz():
@@ -66,6 +62,12 @@ def create_server(settings: Settings) -> Flask:
             "pacs": {"backend": pacs.name, "ok": ok},
         }
         return jsonify(body), 200 if ok else 503
+
+    @server.errorhandler(StateUnavailable)
+    def state_down(exc: StateUnavailable):
+        log.warning("%s", exc)
+        body = {"error": "unavailable", "message": "shared state unavailable; retry"}
+        return jsonify(body), 503, {"Retry-After": "2"}
 
     limiter = init_auth(server, settings)
     init_api(server, settings, limiter)

@@ -71,6 +71,15 @@ class Settings:
             max_in_flight=self.orthanc_max_in_flight,
         )
 
+    def stack_kwargs(self) -> dict:
+        """Arguments for :func:`services.stack.open_stack` (web and Celery workers)."""
+        return dict(
+            self.pacs_kwargs(),
+            cache_size_mb=self.cache_size_mb,
+            loader_workers=self.loader_workers,
+            redis_url=self.redis_url,
+        )
+
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if env is None else env

@@ -13,6 +13,8 @@ it for callbacks: ``csrf_token_name``/``csrf_header_name`` in ``app.py``).
   token; access tokens close to expiry are renewed on any request.
 - The secret: JWT_SECRET_KEY, required in production; otherwise one random
   secret kept in CACHE_DIR so that every worker of one machine shares it.
+- With REDIS_URL, the rate limits and the revoked-token list live in Redis,
+  so a logout and a client's budget hold on every worker of every machine.
 """
 
 from __future__ import annotations
@@ -139,9 +141,16 @@ def init_auth(server: Flask, settings: Settings) -> Limiter:
         # the limiter would add Retry-After to every answer; only 429 and 503
         # answers carry it (set by their error handlers)
         header_name_mapping={HeaderNames.RETRY_AFTER: "X-RateLimit-Retry-After"},
-        storage_uri="memory://",
+        # one budget per client across every worker and machine with Redis;
+        # while Redis does not answer, each process counts in memory
+        storage_uri=settings.redis_url or "memory://",
+        key_prefix="ctmr-limits",
+        in_memory_fallback_enabled=bool(settings.redis_url),
+        swallow_errors=bool(settings.redis_url),
     )
-    store = UserStore(settings.users_db)
+    # revoked tokens: in Redis with several machines, else beside the users
+    shared = server.extensions["state"] if settings.redis_url else None
+    store = UserStore(settings.users_db, revocations=shared)
     server.extensions["users"] = store
     if settings.admin_username and settings.admin_password:
         store.set_user(settings.admin_username, settings.admin_password)

@@ -9,11 +9,11 @@ cd "$(dirname "$0")/.."
 dev=0
 [ "${1:-}" = "--dev" ] && dev=1
 
-# Debian packages: a real Orthanc (with DICOMweb and GDCM for JPEG 2000/JPEG-LS)
-# and headless Chromium for the browser tests.
+# Debian packages: a real Orthanc (with DICOMweb and GDCM for JPEG 2000/JPEG-LS),
+# headless Chromium for the browser tests and Redis for the scale-out tests.
 apt_pkgs=()
 if [ "$dev" = 1 ]; then
-  apt_pkgs+=(orthanc orthanc-dicomweb orthanc-gdcm chromium chromium-driver)
+  apt_pkgs+=(orthanc orthanc-dicomweb orthanc-gdcm chromium chromium-driver redis-server)
 fi
 missing=()
 for p in "${apt_pkgs[@]}"; do
@@ -23,8 +23,8 @@ if [ "${#missing[@]}" -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     echo "setup: installing ${missing[*]}"
     apt-get update -qq
-    # The orthanc package would start a system service; a policy denies that,
-    # the tests start private instances of their own.
+    # The orthanc and redis-server packages would start system services; a
+    # policy denies that, the tests start private instances of their own.
     printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
   else

@@ -1,8 +1,10 @@
-"""Coordination between the processes of one machine, on a shared diskcache.
+"""Coordination between processes, on a shared state store.
 
-Every gunicorn worker, background process and notebook that opens the same
-folder shares these primitives (diskcache is SQLite underneath, safe across
-threads and processes):
+The store is a diskcache in a folder (every process of one machine that opens
+it shares it; SQLite underneath) or, for several machines, Redis
+(:class:`services.redisstate.RedisState`, the same small interface):
+:func:`open_state` picks one. Every gunicorn worker, Celery worker and notebook
+that opens the same store shares these primitives:
 
 - :class:`SharedSlots`: at most ``limit`` holders at once, machine-wide: the
   global cap on requests in flight to Orthanc.
@@ -12,6 +14,11 @@ threads and processes):
 
 Everything held is a *lease* with an expiry, so a process that dies holding a
 slot or a lock frees it after ``lease`` seconds instead of blocking for ever.
+
+The store's interface is diskcache's, as far as used here: ``get``, ``set``,
+``add``, ``delete``, ``incr``, ``in``, ``transact()`` and ``clear()``, plus
+``delete_if(key, value)`` (compare and delete, atomically). A store that does
+not answer raises :class:`StateUnavailable`; callers wait and try again.
 """
 
 from __future__ import annotations
@@ -26,6 +33,10 @@ from pathlib import Path
 from typing import Any
 
 import diskcache
+
+
+class StateUnavailable(Exception):
+    """The shared state store (Redis) does not answer right now."""
 
 
 class SerialWriteCache(diskcache.Cache):
@@ -48,9 +59,19 @@ class SerialWriteCache(diskcache.Cache):
             with super()._transact(retry, filename) as value:
                 yield value
 
+    def delete_if(self, key: str, value: Any) -> bool:
+        """Delete ``key`` if it holds ``value`` (a lock's or slot's owner)."""
+        with self.transact():
+            return self.get(key) == value and self.delete(key)
 
-def open_state(directory: str | Path) -> diskcache.Cache:
-    """The shared state cache (small values; no eviction needed)."""
+
+def open_state(directory: str | Path, redis_url: str = "") -> Any:
+    """The shared state store (small values; no eviction): Redis at
+    ``redis_url`` when given, else a diskcache in ``directory``."""
+    if redis_url:
+        from .redisstate import RedisState
+
+        return RedisState(redis_url)
     return SerialWriteCache(str(directory), timeout=60, eviction_policy="none")
 
 
@@ -107,9 +128,9 @@ class SharedSlots:
     def release(self, held: tuple[str, str]) -> None:
         key, token = held
         try:
-            with self.cache.transact():
-                if self.cache.get(key) == token:
-                    self.cache.delete(key)
+            self.cache.delete_if(key, token)
+        except StateUnavailable:
+            pass  # the store forgot or will: the slot's lease frees it
         finally:
             self._local.release()
 
@@ -161,9 +182,10 @@ class KeyLock:
         try:
             yield
         finally:
-            with self.cache.transact():
-                if self.cache.get(name) == token:
-                    self.cache.delete(name)
+            try:
+                self.cache.delete_if(name, token)
+            except StateUnavailable:
+                pass  # the lock's lease frees it
 
 
 class Lease:
@@ -193,9 +215,7 @@ class Lease:
 
     def give_up(self) -> None:
         self._renewed = -float("inf")
-        with self.cache.transact():
-            if self.cache.get(self.key) == self.token:
-                self.cache.delete(self.key)
+        self.cache.delete_if(self.key, self.token)
 
 
 class Counters:
@@ -228,7 +248,7 @@ class Counters:
             for key, delta in deltas.items():
                 self._pending[key] = self._pending.get(key, 0) + delta
             if self._timer is None:
-                self._timer = threading.Timer(self.flush_every, self.flush)
+                self._timer = threading.Timer(self.flush_every, self._flush_quietly)
                 self._timer.daemon = True
                 self._timer.start()
 
@@ -239,11 +259,22 @@ class Counters:
             self._timer = None
         if not pending:
             return
-        with self.cache.transact():
-            for key, delta in pending.items():
-                if key.startswith("rate:"):  # incr keeps the expiry set here
-                    self.cache.add(key, 0, expire=120)
-                self.cache.incr(key, delta, default=0)
+        try:
+            with self.cache.transact():
+                for key, delta in pending.items():
+                    if key.startswith("rate:"):  # incr keeps the expiry set here
+                        self.cache.add(key, 0, expire=120)
+                    self.cache.incr(key, delta, default=0)
+        except StateUnavailable:
+            self._buffer(pending)  # kept for the next flush
+            raise
+
+    def _flush_quietly(self) -> None:
+        """The timer's flush: a store that does not answer is tried again later."""
+        try:
+            self.flush()
+        except StateUnavailable:
+            pass
 
     def note_max(self, name: str, value: int) -> None:
         key = f"count:{self.prefix}:{name}"

@@ -7,6 +7,15 @@ state cache. One process at a time (the holder of a lease, see
 :class:`~services.coordination.Lease`) schedules and runs the fetches on a few
 worker threads; if it dies another takes over within the lease's time.
 
+Where the fetching runs: by default a thread of every web process
+(:meth:`start`), the lease letting one of them work. With ``kick`` (several
+machines: Redis and Celery), the web processes only ask: each request calls
+``kick()``, which queues a Celery task that runs :meth:`drain` in a worker
+until nothing is left; a progress poll kicks again when work is queued and
+nobody loads, and queues a study again whose requests the state store forgot
+(a Redis restarted without persistence; also the first poll of a study never
+opened queues it).
+
 Priority, re-evaluated before every fetch: the focused series (the one a
 viewer shows), nearest images to the current one first; then the other series
 of the studies whose pages are open, in series order; then every other
@@ -37,6 +46,12 @@ puts them back in the queue.
   it recomputes what is left, so a loaded image is never queued again.
 - The global cap of 5 requests in flight is not the loader's business: it is
   enforced under every PACS request (:class:`~services.coordination.SharedSlots`).
+- A state store that does not answer (``StateUnavailable``: Redis down)
+  pauses the scheduler like a PACS that does not answer; images loaded
+  meanwhile stay pending until it answers again.
+- :meth:`drain` gives up the lease when idle, then looks at the request
+  version once more: a request that came while another drain was finishing
+  (its own task found the lease taken and returned) is not lost.
 """
 
 from __future__ import annotations
@@ -45,13 +60,13 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 
 import diskcache
 
-from .coordination import Counters, Lease, SharedSlots
+from .coordination import Counters, Lease, SharedSlots, StateUnavailable
 from .imagecache import CachingPacs
 from .models import DecodeError, ImageRef, NotFound, PacsError, PacsUnavailable
 
@@ -110,6 +125,9 @@ class BulkLoader:
         Tries per image for errors other than "PACS unavailable".
     backoff
         First retry delay in seconds; doubles per attempt, with jitter.
+    kick
+        When given, fetching runs elsewhere (a Celery worker's :meth:`drain`):
+        called after every request to have it run.
     """
 
     def __init__(
@@ -120,8 +138,10 @@ class BulkLoader:
         workers: int = 4,
         max_attempts: int = 4,
         backoff: float = 0.5,
+        kick: Callable[[], None] | None = None,
     ) -> None:
         self.pacs, self.state = pacs, state
+        self.kick = kick
         self.workers = workers
         self.max_attempts = max_attempts
         self.backoff = backoff
@@ -148,7 +168,7 @@ class BulkLoader:
         for series_uid, images in series.items():
             self._revalidate(study_uid, series_uid, images)
         self._bump()
-        return self.progress(study_uid)
+        return self.progress(study_uid, recover=False)
 
     def touch(self, study_uid: str) -> None:
         """The study's page is open (called by its progress poll)."""
@@ -170,7 +190,7 @@ class BulkLoader:
         self._set_jobs(add=[study_uid])  # a finished study left the queue
         self._bump()
 
-    def progress(self, study_uid: str) -> list[SeriesProgress]:
+    def progress(self, study_uid: str, recover: bool = True) -> list[SeriesProgress]:
         """Per image series, in the study's series order."""
         out = []
         for series_uid, images in self._image_series(study_uid).items():
@@ -197,7 +217,33 @@ class BulkLoader:
                     entry.get("error", ""),
                 )
             )
+        if self.kick is not None and recover:
+            return self._recover(study_uid, out)
         return out
+
+    def _recover(
+        self, study_uid: str, progress: list[SeriesProgress]
+    ) -> list[SeriesProgress]:
+        """Loading elsewhere (Celery): a study with images neither loaded nor
+        failed that is not queued was forgotten (Redis restarted without
+        persistence): queue it again. Work queued while no one holds the
+        lease (a worker died): kick. Each at most every few seconds."""
+        jobs = self.state.get("jobs", {})
+        unsettled = any(p.loaded + len(p.failed) < p.total for p in progress)
+        if (
+            unsettled
+            and study_uid not in jobs
+            and self.state.add(f"requeued:{study_uid}", 1, expire=5.0)
+        ):
+            log.info("study %s was not queued any more: queued again", study_uid)
+            return self.prefetch(study_uid)
+        if (
+            jobs
+            and self.lease.key not in self.state
+            and self.state.add("kicked", 1, expire=2.0)
+        ):
+            self.kick()  # type: ignore[misc]
+        return progress
 
     def queue_length(self) -> int:
         total = 0
@@ -226,6 +272,8 @@ class BulkLoader:
     def _bump(self) -> None:
         self.state.incr("loader:version", default=0)
         self._wake.set()
+        if self.kick is not None:
+            self.kick()
 
     def _revalidate(
         self, study_uid: str, series_uid: str, images: list[ImageRef]
@@ -259,6 +307,19 @@ class BulkLoader:
                 target=self._run, name="bulk-loader", daemon=True
             )
             self._thread.start()
+
+    def drain(self) -> None:
+        """Load in this thread until nothing is left, unless another process
+        is loading (its lease): the Celery task's body. A store that does not
+        answer ends it; the next request or progress poll kicks again."""
+        try:
+            while self.lease.held():
+                seen = self._run(until_idle=True)
+                self.lease.give_up()
+                if seen < 0 or self.state.get("loader:version", 0) == seen:
+                    return  # lost the lease, or no request came since idle
+        except StateUnavailable as exc:
+            log.warning("loader stops: %s", exc)
 
     def stop(self) -> None:
         self._stop.set()
@@ -324,53 +385,73 @@ class BulkLoader:
         taken = set(ordered)
         return ordered + [t for t in tasks if t not in taken]
 
-    def _run(self) -> None:
+    def _run(self, until_idle: bool = False) -> int:
+        """The scheduler. With ``until_idle`` it returns once nothing is left
+        (the request version it saw then) or the lease is lost (-1)."""
         pool = ThreadPoolExecutor(self.workers, thread_name_prefix="bulk-fetch")
         running: dict[tuple, Future] = {}
         paused_until = 0.0
         pause = self.backoff
         version, queue = -1, []
+        down = self.backoff  # wait while the state store does not answer
         try:
             while not self._stop.is_set():
-                if not self.lease.held():
-                    self._wake.wait(2.0)
-                    self._wake.clear()
-                    continue
-                for key in [k for k, f in running.items() if f.done()]:
-                    outcome = running.pop(key).result()
-                    if outcome == "unavailable":
-                        paused_until = time.monotonic() + pause * random.uniform(
-                            0.5, 1.0
-                        )
-                        pause = min(pause * 2, 10.0)
-                    elif outcome == "ok":
-                        pause = self.backoff
-                if not running or time.monotonic() - self._flushed >= FLUSH_EVERY:
-                    self._flush()
-                if time.monotonic() < paused_until or len(running) >= self.workers:
-                    self._wake.wait(0.02)
-                    self._wake.clear()
-                    continue
-                current = self.state.get("loader:version", 0)
-                if current != version or not queue:
-                    self._flush()  # a loaded image must not look still to load
-                    version, queue = current, self._candidates()
-                task = self._next(queue, running)
-                if task is None:
-                    if not running:
-                        self._wake.wait(1.0)  # idle until asked
+                try:
+                    if not self.lease.held():
+                        if until_idle:
+                            return -1
+                        self._wake.wait(2.0)
                         self._wake.clear()
-                        version = -1
-                    else:
+                        continue
+                    for key in [k for k, f in running.items() if f.done()]:
+                        outcome = running.pop(key).result()
+                        if outcome == "unavailable":
+                            paused_until = time.monotonic() + pause * random.uniform(
+                                0.5, 1.0
+                            )
+                            pause = min(pause * 2, 10.0)
+                        elif outcome == "ok":
+                            pause = self.backoff
+                    if not running or time.monotonic() - self._flushed >= FLUSH_EVERY:
+                        self._flush()
+                    if time.monotonic() < paused_until or len(running) >= self.workers:
                         self._wake.wait(0.02)
                         self._wake.clear()
-                    continue
-                future = pool.submit(self._load, task)
-                future.add_done_callback(lambda _f: self._wake.set())  # refill at once
-                running[task.key] = future
+                        continue
+                    current = self.state.get("loader:version", 0)
+                    if current != version or not queue:
+                        self._flush()  # a loaded image must not look still to load
+                        version, queue = current, self._candidates()
+                    task = self._next(queue, running)
+                    if task is None:
+                        if not running and not queue and until_idle:
+                            return version  # nothing left to load
+                        if not running:
+                            self._wake.wait(1.0)  # idle until asked
+                            self._wake.clear()
+                            version = -1
+                        else:
+                            self._wake.wait(0.02)
+                            self._wake.clear()
+                        continue
+                    future = pool.submit(self._load, task)
+                    future.add_done_callback(
+                        lambda _f: self._wake.set()
+                    )  # refill at once
+                    running[task.key] = future
+                    down = self.backoff
+                except StateUnavailable as exc:
+                    log.warning("loader waits for the state store: %s", exc)
+                    self._wake.wait(down * random.uniform(0.5, 1.0))
+                    self._wake.clear()
+                    down, version = min(down * 2, 5.0), -1
+            return -1
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
-            self._flush()
+            try:
+                self._flush()
+            except StateUnavailable:
+                log.warning("loader stopped with progress not written (store down)")
 
     def _next(self, queue: list[Task], running: dict) -> Task | None:
         """The best task that is neither running nor backing off."""
@@ -387,6 +468,12 @@ class BulkLoader:
 
     def _load(self, task: Task) -> str:
         """Fetch one image; record the outcome in the shared progress."""
+        try:
+            return self._load_one(task)
+        except StateUnavailable:  # locks, slots or progress: wait like a PACS
+            return "unavailable"
+
+    def _load_one(self, task: Task) -> str:
         study, series, number = task.study_uid, task.series_uid, task.image.image_number
         key = f"progress:{study}:{series}"
         if (study, series) not in self._started:  # one shared write per series
@@ -402,6 +489,8 @@ class BulkLoader:
         except (DecodeError, NotFound) as exc:
             self._fail(task, str(exc))
             return "failed"
+        except StateUnavailable:
+            raise  # not the image's fault: costs it no attempt
         except Exception as exc:  # PacsError or a bug: retry with backoff
             attempts = self._attempts.get(task.key, (0, 0.0))[0] + 1
             if attempts >= self.max_attempts:
@@ -432,13 +521,19 @@ class BulkLoader:
         if not pending:
             return
         added = 0
-        with self.state.transact():
-            for key, numbers in pending.items():
-                entry = self.state.get(key) or {"failed": [], "error": ""}
-                done = set(entry.get("done", ()))
-                added += len(numbers - done)
-                entry.update(done=done | numbers, waiting=False, error="")
-                self.state.set(key, entry)
+        try:
+            with self.state.transact():
+                for key, numbers in pending.items():
+                    entry = self.state.get(key) or {"failed": [], "error": ""}
+                    done = set(entry.get("done", ()))
+                    added += len(numbers - done)
+                    entry.update(done=done | numbers, waiting=False, error="")
+                    self.state.set(key, entry)
+        except StateUnavailable:
+            with self._pending_lock:  # kept for the next flush
+                for key, numbers in pending.items():
+                    self._pending.setdefault(key, set()).update(numbers)
+            raise
         if added:
             self.stats.tick("images", added)
 

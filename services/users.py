@@ -2,7 +2,8 @@
 
 Passwords are hashed with scrypt (stdlib ``hashlib.scrypt``, a random 16-byte
 salt per password) and compared in constant time. Revoked tokens are kept by
-their ``jti`` until they would have expired anyway.
+their ``jti`` until they would have expired anyway: in the SQLite file, or in
+a shared state store (Redis, for several machines) when one is given.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import threading
 import time
 from contextlib import closing
 from pathlib import Path
+from typing import Any
 
 USERNAME_RE = re.compile(r"^[A-Za-z0-9_.@-]{1,64}$")
 MIN_PASSWORD = 8
@@ -58,8 +60,10 @@ _DUMMY_HASH = hash_password(secrets.token_urlsafe(16))
 class UserStore:
     """Users and revoked tokens in one SQLite file (shared by every worker)."""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, revocations: Any = None) -> None:
         self.path = Path(path)
+        # a state store (services.coordination) for revoked tokens, if shared
+        self.revocations = revocations
         self._local = threading.local()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with closing(self._connect()) as db:
@@ -125,6 +129,10 @@ class UserStore:
         return ok and row is not None
 
     def revoke(self, jti: str, expires: float) -> None:
+        if self.revocations is not None:  # kept until it would have expired
+            ttl = max(1.0, expires - time.time())
+            self.revocations.set(f"revoked:{jti}", 1, expire=ttl)
+            return
         with closing(self._connect()) as db, db:
             db.execute(
                 "INSERT OR IGNORE INTO revoked_tokens VALUES (?, ?)", (jti, expires)
@@ -132,6 +140,8 @@ class UserStore:
             db.execute("DELETE FROM revoked_tokens WHERE expires < ?", (time.time(),))
 
     def is_revoked(self, jti: str) -> bool:
+        if self.revocations is not None:
+            return f"revoked:{jti}" in self.revocations
         return bool(
             self._reader()
             .execute("SELECT 1 FROM revoked_tokens WHERE jti = ?", (jti,))
