@@ -11,6 +11,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 ROOT = Path(__file__).resolve().parent
 MAX_ORTHANC_IN_FLIGHT = 5
@@ -20,6 +21,30 @@ def _bool(value: str | None, default: bool) -> bool:
     if value is None or value.strip() == "":
         return default
     return value.strip().lower() in {"1", "true", "yes", "on"}
+
+
+def parse_origins(value: str) -> tuple[str, ...]:
+    """``CORS_ORIGINS``: comma-separated ``scheme://host[:port]``, exact origins
+    only (no path, no wildcard: credentials go to these origins)."""
+    origins = []
+    for item in (v.strip().rstrip("/") for v in value.split(",")):
+        if not item:
+            continue
+        parts = urlsplit(item)
+        if (
+            parts.scheme not in ("http", "https")
+            or not parts.hostname
+            or parts.path
+            or parts.query
+            or parts.fragment
+            or parts.username
+            or any(c in item for c in "*?[]()^$\\ ")
+        ):
+            raise ValueError(
+                f"CORS_ORIGINS: {item!r} is not an origin like https://app.example:8443"
+            )
+        origins.append(item.lower())
+    return tuple(origins)
 
 
 @dataclass(frozen=True)
@@ -43,6 +68,7 @@ class Settings:
     api_rate_limit: str = "6000 per minute"
     trusted_proxies: int = 0
     redis_url: str = ""
+    cors_origins: tuple[str, ...] = ()
     app_env: str = "development"
     host: str = "127.0.0.1"
     port: int = 8050
@@ -112,6 +138,7 @@ class Settings:
             api_rate_limit=get("API_RATE_LIMIT", cls.api_rate_limit),
             trusted_proxies=int(get("TRUSTED_PROXIES", "0")),
             redis_url=get("REDIS_URL"),
+            cors_origins=parse_origins(get("CORS_ORIGINS")),
             app_env=get("APP_ENV", "development").lower(),
             host=get("HOST", "127.0.0.1"),
             port=int(get("PORT", "8050")),

@@ -48,12 +48,14 @@ def create_blueprint(settings: Settings, limiter: Limiter) -> Blueprint:
     bp = Blueprint("api", __name__, url_prefix="/api")
 
     from api import openapi, pacs, tokens
+    from api.cors import enable_cors
 
     tokens.register(bp, settings, limiter)
     pacs.register(bp)
     openapi.register(bp)
     # one budget per client for the whole API (login has its own, stricter)
     limiter.shared_limit(settings.api_rate_limit, scope="api")(bp)
+    enable_cors(bp, settings.cors_origins)
 
     @bp.before_request
     def reject_path_tricks():
