@@ -53,6 +53,15 @@ def study_view(study_uid: str) -> StudyView:
     )
 
 
+def number_arg(value: str | None) -> float | None:
+    """A number from the URL's query (``wc``, ``ww``), None when absent or absurd."""
+    try:
+        out = float(value) if value not in (None, "") else None
+    except ValueError:
+        return None
+    return out if out is not None and abs(out) < 1e6 else None
+
+
 def valid_uid(value: str | None) -> bool:
     return bool(value) and len(value) <= 64 and bool(UID_RE.match(value))
 

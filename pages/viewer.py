@@ -39,7 +39,14 @@ from dash import (
 from flask import g
 
 from components.series_card import describe
-from pages._shared import get_loader, get_pacs, patient_name, study_date, valid_uid
+from pages._shared import (
+    get_loader,
+    get_pacs,
+    number_arg,
+    patient_name,
+    study_date,
+    valid_uid,
+)
 from services.models import InstanceMeta, NotFound, PacsError, PacsUnavailable
 
 dash.register_page(
@@ -59,14 +66,6 @@ DEFAULT_FPS = 24
 
 def frame_url(image) -> str:
     return f"/api/pacs/instances/{image.instance_id}/frames/{image.frame_index + 1}"
-
-
-def number_arg(value: str | None) -> float | None:
-    try:
-        out = float(value) if value not in (None, "") else None
-    except ValueError:
-        return None
-    return out if out is not None and abs(out) < 1e6 else None
 
 
 def error(text: str, color: str = "warning"):
@@ -141,7 +140,7 @@ def cache_panel():
     )
 
 
-def toolbar(total: int, start: int, modality: str, fps: int):
+def toolbar(total: int, start: int, modality: str, fps: int, analysis_href: str = ""):
     group = "d-flex align-items-center gap-1 me-3 mb-1"
     return html.Div(
         [
@@ -263,6 +262,15 @@ def toolbar(total: int, start: int, modality: str, fps: int):
                         "Reset", "view-reset", "Default zoom, pan and window (r)"
                     ),
                     icon_button("Info", "info-toggle", "Series information (i)"),
+                    # assets/analysis.js puts the image and window shown in the
+                    # link when it is followed
+                    html.A(
+                        "Analysis",
+                        id="open-analysis",
+                        href=analysis_href,
+                        className="btn btn-sm btn-outline-info",
+                        title="Histogram, statistics and a region of interest",
+                    ),
                 ],
                 className=group,
             ),
@@ -395,7 +403,13 @@ def layout(
                 ],
                 className="d-flex align-items-baseline mb-1",
             ),
-            toolbar(len(images), start, series.modality, cine_fps(meta)),
+            toolbar(
+                len(images),
+                start,
+                series.modality,
+                cine_fps(meta),
+                f"/analysis/{study_uid}/{series_uid}?image={start}",
+            ),
             viewport(meta.rows, meta.columns, aspect),
             dcc.Slider(
                 id="viewer-slider",
