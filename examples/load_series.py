@@ -9,9 +9,9 @@ so it works on a fresh machine with no Orthanc::
 
 It prints the volume's shape, voxel spacing and value range (Hounsfield units
 for CT) and writes one slice, windowed as the viewer opens it, to a PNG
-(pillow, no plotting library needed). The settings are the app's own
-(``settings.py``, ``.env.example``). The ``# %%`` cells run one by one in
-Jupyter or VS Code as well.
+(``var/slice.png`` unless ``--out``; pillow, no plotting library needed). The
+settings are the app's own (``settings.py``, ``.env.example``). The ``# %%``
+cells run one by one in Jupyter or VS Code as well.
 """
 
 # %% Set-up: the repository on the path, the PACS the app would use
@@ -32,7 +32,7 @@ parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
 parser.add_argument("--study", default="", help="StudyInstanceUID (default: first)")
 parser.add_argument("--series", default="", help="SeriesInstanceUID (default: a CT)")
 parser.add_argument("--image", type=int, default=0, help="1-based (default: middle)")
-parser.add_argument("--out", default="slice.png", help="PNG to write")
+parser.add_argument("--out", default=str(ROOT / "var" / "slice.png"), help="PNG")
 args, _ = parser.parse_known_args()  # (a notebook kernel adds its own arguments)
 
 settings = Settings.from_env()
@@ -80,5 +80,6 @@ meta = pacs.get_instance_meta(vol.images[n - 1].instance_id)
 center, width = analysis.image_window(meta, pixels)
 png = imaging.encode(imaging.to_8bit(pixels, center, width, meta.photometric))
 out = Path(args.out)
+out.parent.mkdir(parents=True, exist_ok=True)
 out.write_bytes(png)
 print(f"image {n} of {len(vol.images)}, window C {center:g} / W {width:g} -> {out}")

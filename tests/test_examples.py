@@ -71,6 +71,6 @@ def test_ex002_load_series_says_what_is_wrong(tmp_path):
     done = run(tmp_path, "--series", "1.2.3.4")
     assert done.returncode == 1
     assert re.search(r"No series 1\.2\.3\.4 in study [0-9.]+\.", done.stderr)
-    done = run(tmp_path, "--image", "99")
+    done = run(tmp_path, "--image", "99", "--out", "never.png")
     assert done.returncode == 1 and "--image must be 1..40" in done.stderr
-    assert not (tmp_path / "slice.png").exists()
+    assert not (tmp_path / "never.png").exists()
