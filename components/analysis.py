@@ -14,7 +14,7 @@ import dash_bootstrap_components as dbc
 import plotly.graph_objects as go
 from dash import html
 
-from services.analysis import Box, Histogram, Stats
+from services.analysis import Box, Histogram, SeriesVolume, Stats
 
 WINDOW_FILL = "rgba(255, 193, 7, 0.14)"
 WINDOW_LINE = "rgba(255, 193, 7, 0.9)"
@@ -222,4 +222,52 @@ def slice_table(per_slice: Sequence[Stats], id: str):
     return html.Div(
         dbc.Table([head, body], id=id, size="sm", striped=True, className="small mb-0"),
         className="analysis-scroll",
+    )
+
+
+def card(title, *children, id=None):
+    """A Bootstrap card with a small header (given ``id`` when set)."""
+    header = dbc.CardHeader(title, className="small", **({"id": id} if id else {}))
+    return dbc.Card(
+        [header, dbc.CardBody(list(children), className="p-2")], className="mb-3"
+    )
+
+
+def roi_inputs(ids: Sequence[str], box: Box):
+    """Four number inputs (x, y, w, h) with ``ids``, holding ``box``."""
+
+    def field(id, label, value):
+        return dbc.InputGroup(
+            [
+                dbc.InputGroupText(label),
+                dbc.Input(
+                    id=id, type="number", value=value, min=0, step=1, debounce=True
+                ),
+            ],
+            size="sm",
+            style={"width": "7.5rem"},
+        )
+
+    values = (box.x, box.y, box.width, box.height)
+    labels = ("x", "y", "w", "h")
+    return html.Div(
+        [field(i, label, v) for i, label, v in zip(ids, labels, values, strict=True)],
+        className="d-flex flex-wrap gap-1 mb-2",
+        title="Box in pixels: columns x..x+w-1, rows y..y+h-1 (or drag on the image)",
+    )
+
+
+def volume_table(vol: SeriesVolume, whole: Stats, window: tuple[float, float]):
+    """Shape, spacing, voxel count, statistics and window of the series."""
+    dz, dy, dx = (f"{v:g}" if v else "?" for v in vol.spacing)
+    shape = " × ".join(str(v) for v in vol.pixels.shape)
+    return key_value_table(
+        [
+            row("Images × rows × columns", shape),
+            row("Spacing (mm)", f"{dz} × {dy} × {dx}"),
+            row("Voxels", value_cell(whole.count, f"{whole.count:,}")),
+            *stats_rows(whole, vol.unit),
+            row("Window (C / W)", f"{window[0]:g} / {window[1]:g}"),
+        ],
+        "volume-stats",
     )

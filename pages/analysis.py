@@ -46,18 +46,13 @@ dash.register_page(
 )
 
 BINS = 256
+SLIDER = "analysis-slider"
 PLAIN = {"displaylogo": False}
 ROI_FIELDS = ("roi-x", "roi-y", "roi-w", "roi-h")
 
 
 def error(text: str, color: str = "warning"):
     return dbc.Alert(text, color=color, id="analysis-error")
-
-
-def default_box(rows: int, columns: int) -> Box:
-    """A box of a quarter of each side in the middle of the image."""
-    w, h = max(columns // 4, 1), max(rows // 4, 1)
-    return Box(x=(columns - w) // 2, y=(rows - h) // 2, width=w, height=h)
 
 
 def viewer_href(cfg: dict, image: int) -> str:
@@ -74,13 +69,17 @@ def image_panel(cfg: dict, image: int, box: Box | None):
     return ui.image_figure(png, cfg["rows"], cfg["columns"], cfg["aspect"], box)
 
 
+def roi_alert(text: str, color: str = "warning"):
+    return dbc.Alert(text, color=color, id="roi-error", className="small")
+
+
 def roi_result(cfg: dict, image: int, box: Box):
     """The box's statistics on the current image, or why there are none."""
     instance_id, frame = cfg["images"][image - 1]
     try:
         s = analysis.roi_stats(get_pacs().get_frame(instance_id, frame), box)
     except AnalysisError as exc:
-        return dbc.Alert(str(exc), color="warning", id="roi-error", className="small")
+        return roi_alert(str(exc))
     dy, dx = cfg["spacing"][1:]
     area = f"{s.count * dy * dx:,.1f} mm²" if dy and dx else "—"
     rows = [
@@ -99,60 +98,15 @@ def typed_box(*values) -> Box:
     return Box(*(int(v) if float(v).is_integer() else v for v in values))
 
 
-def roi_inputs(box: Box):
-    def field(id, label, value):
-        return dbc.InputGroup(
-            [
-                dbc.InputGroupText(label),
-                dbc.Input(
-                    id=id, type="number", value=value, min=0, step=1, debounce=True
-                ),
-            ],
-            size="sm",
-            style={"width": "7.5rem"},
-        )
-
-    values = (box.x, box.y, box.width, box.height)
-    labels = ("x", "y", "w", "h")
-    return html.Div(
-        [
-            field(i, label, v)
-            for i, label, v in zip(ROI_FIELDS, labels, values, strict=True)
-        ],
-        className="d-flex flex-wrap gap-1 mb-2",
-        title="Box in pixels: columns x..x+w-1, rows y..y+h-1 (or drag on the image)",
-    )
-
-
-def card(title, *children, id=None):
-    header = dbc.CardHeader(title, className="small", **({"id": id} if id else {}))
-    return dbc.Card(
-        [header, dbc.CardBody(list(children), className="p-2")], className="mb-3"
-    )
-
-
-def volume_table(vol, whole, window):
-    dz, dy, dx = (f"{v:g}" if v else "?" for v in vol.spacing)
-    shape = " × ".join(str(v) for v in vol.pixels.shape)
-    return ui.key_value_table(
-        [
-            ui.row("Images × rows × columns", shape),
-            ui.row("Spacing (mm)", f"{dz} × {dy} × {dx}"),
-            ui.row("Voxels", ui.value_cell(whole.count, f"{whole.count:,}")),
-            *ui.stats_rows(whole, vol.unit),
-            ui.row("Window (C / W)", f"{window[0]:g} / {window[1]:g}"),
-        ],
-        "volume-stats",
-    )
-
-
 def histogram_card(hist, window, unit):
     title = (
         f"Histogram of the series ({unit}, {BINS} bins); "
         f"window C {window[0]:g} / W {window[1]:g} shaded"
     )
     figure = ui.histogram_figure(hist, window, unit)
-    return card(title, dcc.Graph(id="analysis-histogram", figure=figure, config=PLAIN))
+    return ui.card(
+        title, dcc.Graph(id="analysis-histogram", figure=figure, config=PLAIN)
+    )
 
 
 def roi_card(cfg, start, box):
@@ -172,10 +126,10 @@ def roi_card(cfg, start, box):
         figure=image_panel(cfg, start, box),
         config={**PLAIN, "modeBarButtonsToAdd": ["drawrect", "eraseshape"]},
     )
-    return card(
+    return ui.card(
         f"Region of interest on image {start} / {n} (drag on the image to draw a box)",
         slider,
-        roi_inputs(box),
+        ui.roi_inputs(ROI_FIELDS, box),
         image,
         html.Div(roi_result(cfg, start, box), id="roi-result"),
         id="roi-title",
@@ -184,7 +138,7 @@ def roi_card(cfg, start, box):
 
 def per_image_card(per_slice, start, unit):
     figure = ui.slice_figure(per_slice, start, unit)
-    return card(
+    return ui.card(
         f"Per image: mean ± SD, min and max ({unit})",
         dcc.Graph(id="slice-plot", figure=figure, config=PLAIN),
         ui.slice_table(per_slice, "slice-stats"),
@@ -235,7 +189,7 @@ def layout(
         "window": list(window),
         "unit": vol.unit,
     }
-    box = default_box(meta.rows, meta.columns)
+    box = analysis.centre_box(meta.rows, meta.columns)
     header = html.Div(
         [
             html.A(
@@ -261,7 +215,9 @@ def layout(
             dbc.Row(
                 [
                     dbc.Col(histogram_card(hist, window, vol.unit), lg=8),
-                    dbc.Col(card("Volume", volume_table(vol, whole, window)), lg=4),
+                    dbc.Col(
+                        ui.card("Volume", ui.volume_table(vol, whole, window)), lg=4
+                    ),
                 ]
             ),
             dbc.Row(
@@ -317,16 +273,29 @@ def drawn(corners, cfg):
 def show(image, x, y, w, h, cfg):
     """Another image or another box: the image, the box's numbers, the marker."""
     try:
-        box, result = typed_box(x, y, w, h), None
+        box = typed_box(x, y, w, h)
     except AnalysisError as exc:
-        box = None
-        result = dbc.Alert(str(exc), color="warning", id="roi-error", className="small")
-    result = result or roi_result(cfg, image, box)
-    if ctx.triggered_id == "analysis-slider":
-        figure = image_panel(cfg, image, box)
-    else:
-        figure = Patch()
-        figure["layout"]["shapes"] = [ui.box_shape(box)] if box else []
+        box, result = None, roi_alert(str(exc))
+    try:
+        if box:
+            result = roi_result(cfg, image, box)
+        if ctx.triggered_id == SLIDER:
+            figure = image_panel(cfg, image, box)
+        else:  # the box's outline only; the image stays
+            figure = Patch()
+            figure["layout"]["shapes"] = [ui.box_shape(box)] if box else []
+    except PacsUnavailable:  # since the page was opened
+        return (
+            no_update,
+            roi_alert("The PACS does not answer right now.", "danger"),
+            *(no_update,) * 3,
+        )
+    except PacsError as exc:
+        return (
+            no_update,
+            roi_alert(f"This image cannot be read: {exc}", "danger"),
+            *(no_update,) * 3,
+        )
     marker = Patch()
     marker["layout"]["shapes"] = [ui.current_image_line(image)]
     title = (

@@ -152,6 +152,12 @@ class Box:
         return self.x + self.width <= columns and self.y + self.height <= rows
 
 
+def centre_box(rows: int, columns: int) -> Box:
+    """A box of a quarter of each side in the middle of a ``rows`` x ``columns`` image."""
+    w, h = max(columns // 4, 1), max(rows // 4, 1)
+    return Box(x=(columns - w) // 2, y=(rows - h) // 2, width=w, height=h)
+
+
 def box_from_corners(
     x0: float, y0: float, x1: float, y1: float, shape: tuple[int, ...]
 ) -> Box:

@@ -86,6 +86,8 @@ def test_ana004_box_and_roi():
 
 
 def test_ana005_box_from_a_drawn_rectangle():
+    assert analysis.centre_box(512, 512) == Box(192, 192, 128, 128)
+    assert analysis.centre_box(3, 2) == Box(0, 1, 1, 1)
     shape = (20, 30)
     # pixel centres on integers: 2.6..6.2 covers columns 3..6, any corner order
     assert box_from_corners(6.2, 7.4, 2.6, 4.5, shape) == Box(3, 5, 4, 3)

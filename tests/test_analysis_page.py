@@ -371,3 +371,23 @@ def test_anp006_the_page_needs_a_signed_in_user(dash_app, thorax):
     assert answer.status_code == 302
     assert answer.headers["Location"].startswith("/login?next=")
     assert "analysis" in answer.headers["Location"]
+
+
+def test_anp007_a_pacs_failure_after_opening_says_so(
+    dash_br, live_app, thorax, dash_app, app_proxy, fresh_app_state, orthanc_pacs
+):
+    study, series = thorax
+    open_analysis(dash_br, live_app, f"/analysis/{study.study_uid}/{series.series_uid}")
+    wait_box(dash_br, "192, 192, 128 × 128 px")
+    first = orthanc_pacs.list_images(study.study_uid, series.series_uid)[0]
+    dash_app.server.extensions["pacs"].images.clear()  # the next read asks Orthanc
+    path = f"/instances/{first.instance_id}/file"
+    app_proxy.fail_paths[path] = 400
+    try:
+        set_box(dash_br, 10, 10, 5, 5)
+        dash_br.wait_for_contains_text("#roi-error", "This image cannot be read")
+    finally:
+        del app_proxy.fail_paths[path]
+    set_box(dash_br, 10, 10, 6, 5)
+    wait_box(dash_br, "10, 10, 6 × 5 px")
+    assert dash_br.get_logs() == []
