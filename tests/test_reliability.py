@@ -22,9 +22,11 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
+import pytest
 import requests
 from werkzeug.serving import make_server
 
+from components.series_card import progress_view
 from services.imagecache import compact
 from tests.conftest import API_ADMIN
 from tests.proxy import Chaos, CountingProxy
@@ -75,6 +77,193 @@ def file_fetches(proxy: CountingProxy) -> Counter:
             for path, status in proxy.answered
             if path.endswith("/file") and status == 200
         )
+
+
+# -- Orthanc stopped in the middle of a bulk load, started again ------------------
+
+
+@pytest.fixture
+def private_orthanc(tmp_path, corpus, orthanc_server):
+    """A private Orthanc holding the demo study's 120-image series (with the
+    session Orthanc's credentials, so the session's app can be pointed at it),
+    and a way to start it again on the same port and storage after a stop."""
+    from scripts.orthanc_local import LocalOrthanc
+
+    servers = [
+        LocalOrthanc(
+            workdir=tmp_path / "orthanc", password=orthanc_server.auth[1]
+        ).start()
+    ]
+    servers[0].upload(corpus.demo.series[2].files)
+
+    def restart() -> LocalOrthanc:
+        first = servers[0]
+        again = LocalOrthanc(
+            workdir=first.workdir, port=first.port, password=first.password
+        ).start()
+        servers.append(again)
+        return again
+
+    try:
+        yield servers[0], restart
+    finally:
+        for server in servers:
+            server.stop()
+
+
+def orthanc_instances(orthanc, series_uid: str) -> set[str]:
+    """The series' instance ids, asked of Orthanc itself."""
+    s = requests.Session()
+    s.auth = orthanc.auth
+    found = s.post(f"{orthanc.url}/tools/lookup", data=series_uid, timeout=10).json()
+    series_id = next(a["ID"] for a in found if a["Type"] == "Series")
+    answer = s.get(f"{orthanc.url}/series/{series_id}", timeout=10).json()
+    return set(answer["Instances"])
+
+
+def test_rel001_orthanc_restart_mid_load_api_says_waiting_then_resumes(
+    private_orthanc, corpus, api_settings
+):
+    """The outage outlasts the app's memo of the study's structure (here
+    shortened to 1 s, 30 s by default): the progress API must still answer
+    from what the loader knows, and the loader must not give up."""
+    from app import create_server
+    from services.breaker import CircuitBreaker
+
+    orthanc, restart = private_orthanc
+    study, series = corpus.demo.study_uid, corpus.demo.series[2]
+    with CountingProxy(orthanc.url, delay=0.02) as proxy:
+        server = create_server(
+            api_settings(
+                orthanc_url=proxy.url,
+                orthanc_username=orthanc.auth[0],
+                orthanc_password=orthanc.auth[1],
+            )
+        )
+        pacs = server.extensions["pacs"]
+        pacs.metadata_ttl = 1.0
+        pacs.inner.breaker = CircuitBreaker("test", reset_timeout=0.5)
+        served = Served(server)
+        try:
+            client = api_client(served.url)
+            url = f"{served.url}/api/pacs/studies/{study}/progress/"
+
+            def progress() -> dict:
+                answer = client.get(url, timeout=30)
+                assert answer.status_code == 200, answer.text[:300]
+                [entry] = answer.json()["series"]
+                return entry
+
+            answer = client.post(
+                f"{served.url}/api/pacs/studies/{study}/prefetch/", timeout=30
+            )
+            assert answer.status_code == 202
+            wait_for(lambda: progress()["loaded"] >= 20, what="loading to start")
+            orthanc.stop()
+            waiting = wait_for(
+                lambda: (p := progress())["state"] == "waiting" and p,
+                what="the waiting state",
+            )
+            assert waiting["error"] and waiting["failed"] == 0
+            assert waiting["loaded"] < waiting["total"] == series.image_count
+            # the outage outlasts every memo of the study's structure (the
+            # image cache's, 1 s here; the client's, 3 s; its HTTP cache's,
+            # 5 s): every poll meanwhile still answers "waiting"
+            until = time.monotonic() + 7.0
+            polls = []
+            while time.monotonic() < until:
+                polls.append(progress())
+                time.sleep(0.1)  # a poll's pace, not a wait for a state
+            assert {p["state"] for p in polls} == {"waiting"}
+            assert polls[-1]["loaded"] < series.image_count
+            # and what the study page's cards show (its poll's data)
+            [card] = map(progress_view, server.extensions["loader"].progress(study))
+            assert card["error"].startswith("Waiting for the PACS")
+            assert card["color"] == "warning" and card["retry"] == {"display": "none"}
+            again = restart()
+            done = wait_for(
+                lambda: (p := progress())["state"] == "complete" and p,
+                60,
+                "loading to resume by itself",
+            )
+        finally:
+            server.extensions["loader"].stop()
+            served.close()
+        in_orthanc = orthanc_instances(again, series.series_uid)
+        assert done["loaded"] == done["total"] == len(in_orthanc) == series.image_count
+        fetched = file_fetches(proxy)
+        assert set(fetched) == in_orthanc and set(fetched.values()) == {1}
+        assert proxy.upstream_errors > 0  # it really was down
+        assert proxy.max_in_flight <= 5
+
+
+def card_state(driver, series_uid: str) -> dict:
+    """What the study page's card of a series shows now."""
+    return driver.execute_script(
+        """
+        const uid = arguments[0];
+        const find = type => [...document.querySelectorAll(`[id*="${type}"]`)]
+          .find(e => JSON.parse(e.id).index === uid);
+        const bar = find('series-progress') && find('series-progress')
+          .querySelector('.progress-bar');
+        return {
+          text: (find('series-progress-text') || {}).textContent || '',
+          error: (find('series-error') || {}).textContent || '',
+          green: !!bar && bar.classList.contains('bg-success'),
+        };
+        """,
+        series_uid,
+    )
+
+
+def test_rel002_study_page_shows_waiting_while_orthanc_is_down_then_green(
+    dash_br, live_app, app_proxy, private_orthanc, corpus, fresh_app_state
+):
+    """The real app in Chromium: its Orthanc (behind the session's counting
+    proxy) stops mid-load; the card says it waits for the PACS; Orthanc starts
+    again and the card goes green with nobody clicking anything."""
+    from tests.conftest import sign_in
+
+    orthanc, restart = private_orthanc
+    study, series = corpus.demo.study_uid, corpus.demo.series[2]
+    upstream = app_proxy.upstream
+    app_proxy.upstream = orthanc.url
+    app_proxy.delay = 0.03
+    try:
+        sign_in(dash_br, live_app, f"/study/{study}")
+        driver = dash_br.driver
+
+        def loaded() -> int:
+            text = card_state(driver, series.series_uid)["text"]
+            return int(text.split("/")[0]) if "/" in text else 0
+
+        wait_for(lambda: loaded() >= 20, 30, "loading to start")
+        orthanc.stop()
+        wait_for(
+            lambda: (
+                "Waiting for the PACS" in card_state(driver, series.series_uid)["error"]
+            ),
+            30,
+            "the card to say it waits",
+        )
+        card = card_state(driver, series.series_uid)
+        assert not card["green"] and loaded() < series.image_count
+        again = restart()
+        wait_for(
+            lambda: card_state(driver, series.series_uid)["green"],
+            90,
+            "the card to go green by itself",
+        )
+        card = card_state(driver, series.series_uid)
+        n = series.image_count
+        assert f"{n} / {n} images loaded" in card["text"] and card["error"] == ""
+    finally:
+        app_proxy.upstream = upstream
+    in_orthanc = orthanc_instances(again, series.series_uid)
+    fetched = file_fetches(app_proxy)
+    assert set(fetched) == in_orthanc and set(fetched.values()) == {1}
+    assert app_proxy.upstream_errors > 0 and app_proxy.max_in_flight <= 5
+    assert dash_br.get_logs() == []
 
 
 # -- faults injected between the app and Orthanc ------------------------------------
