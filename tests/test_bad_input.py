@@ -411,11 +411,25 @@ def test_bad005_study_page_says_what_is_wrong(
             driver.get(live_app + path)
             dash_br.wait_for_element(selector, timeout=15)
             assert words in dash_br.find_element(selector).text, path
+        # the unknown study's page asked its progress once (404), not again
+        driver.get(live_app + f"/study/{UNKNOWN_UID}")
+        dash_br.wait_for_element("#study-error", timeout=15)
+        polls = (
+            "return performance.getEntriesByType('resource')"
+            ".filter(e => e.name.includes('/progress/')).length;"
+        )
+        wait_for_value = time.monotonic() + 6  # past the page's retry delay (4 s)
+        while time.monotonic() < wait_for_value:
+            assert driver.execute_script(polls) <= 1
+            time.sleep(0.2)
+        assert driver.execute_script(polls) == 1
     finally:
         app_proxy.upstream = upstream
     severe = [
         entry["message"]
         for entry in dash_br.get_logs() or []
-        if "/frames/" not in entry["message"] or "422" not in entry["message"]
+        if not ("/frames/" in entry["message"] and "422" in entry["message"])
     ]
-    assert severe == []
+    unknown = f"/api/pacs/studies/{UNKNOWN_UID}/progress/ "
+    assert [m for m in severe if unknown not in m or "404" not in m] == []
+    assert len(severe) <= 2  # that 404, once per visit
