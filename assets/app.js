@@ -48,7 +48,11 @@
 
   function json(url) {
     return window.apiFetch(url).then(function (r) {
-      if (!r.ok) throw new Error("HTTP " + r.status);
+      if (!r.ok) {
+        var error = new Error("HTTP " + r.status);
+        error.status = r.status;
+        throw error;
+      }
       return r.json();
     });
   }
@@ -112,7 +116,9 @@
         });
         if (moving) setTimeout(poll, POLL_MS);
       })
-      .catch(function () {
+      .catch(function (error) {
+        // no such study: nothing will ever load (the page says so); stop
+        if (error && error.status === 404) return;
         setTimeout(poll, POLL_MS * 2);
       });
   }

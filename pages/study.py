@@ -137,6 +137,14 @@ def layout(study_uid: str = "", **_query):
                 className="d-flex align-items-baseline flex-wrap mb-3",
             ),
             dbc.Row(cards, id="series-grid", className="g-3"),
+            None
+            if cards
+            else dbc.Alert(
+                "This study has no image series to show"
+                + (" (only the series listed below)." if other_series else "."),
+                color="info",
+                id="study-empty",
+            ),
             html.Div(
                 [
                     html.H6("Other series (no images)", className="mt-3"),

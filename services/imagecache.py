@@ -8,7 +8,8 @@ frames), under a per-instance lock, so concurrent askers wait for that one
 fetch instead of sending their own. The bulk loader only stores files
 (:meth:`CachingPacs.load_instance`); a frame is decoded from its file when
 first asked for, that frame only, and kept. Study structure (series and their
-images in display order) is kept for ``metadata_ttl`` seconds.
+images in display order) is kept for ``metadata_ttl`` seconds, and stands in
+while the PACS does not answer.
 
 # Developer notes
 - Frames are stored compactly (int16 when the values are whole numbers that
@@ -32,6 +33,7 @@ from __future__ import annotations
 
 import io
 import os
+import time
 from pathlib import Path
 
 import diskcache
@@ -47,10 +49,13 @@ from .models import (
     ImageRef,
     InstanceMeta,
     NotFound,
+    PacsUnavailable,
     SeriesSummary,
     StudySummary,
 )
 from .pacs import Pacs, StudyQuery
+
+STALE_FOR = 24 * 3600.0  # seconds a study's last known structure may stand in
 
 
 def compact(pixels: np.ndarray) -> np.ndarray:
@@ -189,10 +194,22 @@ class CachingPacs:
         return self._memo(f"study:{study_uid}", lambda: self.inner.get_study(study_uid))
 
     def _memo(self, key: str, compute):  # type: ignore[no-untyped-def]
-        value = self.state.get(key)
-        if value is None:
+        """``compute()``, reused for ``metadata_ttl`` seconds. Past that it is
+        asked again; while the PACS does not answer, the last answer stands
+        (up to ``STALE_FOR``), so progress and pages of a study already open
+        keep working through an outage."""
+        entry = self.state.get(f"memo:{key}")  # (value, fresh until)
+        if entry is not None and time.time() < entry[1]:
+            return entry[0]
+        try:
             value = compute()
-            self.state.set(key, value, expire=self.metadata_ttl)
+        except PacsUnavailable:
+            if entry is None:
+                raise
+            return entry[0]
+        self.state.set(
+            f"memo:{key}", (value, time.time() + self.metadata_ttl), expire=STALE_FOR
+        )
         return value
 
     def list_series(self, study_uid: str) -> list[SeriesSummary]:

@@ -354,6 +354,8 @@ class BulkLoader:
             except NotFound:
                 finished.append(study_uid)
                 continue
+            except PacsError:  # not listed yet and the PACS is down: later
+                continue
             before = len(tasks)
             order = list(series)
             if focus and focus[0] == study_uid and focus[1] in series:

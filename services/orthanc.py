@@ -2,10 +2,11 @@
 
 Everything goes through one pooled ``requests`` session (a requests-cache
 ``CachedSession`` when a cache folder is given) with timeouts and
-``urllib3.Retry`` (exponential backoff with jitter on 429/502/503/504,
-honouring ``Retry-After``). A :class:`~services.breaker.CircuitBreaker` stops
-calls while Orthanc is down, and a semaphore keeps at most ``max_in_flight``
-requests (5 by default) in flight from this process.
+``urllib3.Retry`` (exponential backoff with jitter on 429/502/503/504 and on
+a 500 that is not Orthanc's own error, honouring ``Retry-After``). A
+:class:`~services.breaker.CircuitBreaker` stops calls while Orthanc is down,
+and a semaphore keeps at most ``max_in_flight`` requests (5 by default) in
+flight from this process.
 
 # Developer notes
 - The in-flight limit is a pluggable context manager (``slot``): this process
@@ -36,6 +37,7 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 import numpy as np
 import requests
 from requests.adapters import HTTPAdapter
+from urllib3.exceptions import MaxRetryError
 from urllib3.util.retry import Retry
 
 from . import imaging, orthanc_ids
@@ -81,10 +83,24 @@ class OrthancRefused(PacsError):
 class JitterRetry(Retry):
     """``Retry`` with full jitter on the exponential backoff, so that many
     clients retrying at once do not come back in step (urllib3 1.26 has no
-    ``backoff_jitter``; the test extras pin it)."""
+    ``backoff_jitter``; the test extras pin it).
+
+    A bare HTTP 500 (from a gateway or proxy on the way) is retried too, but
+    not Orthanc's own JSON error: that one says the request itself cannot
+    succeed (a file it cannot decode), and asking again would only repeat it.
+    """
 
     def get_backoff_time(self) -> float:
         return random.uniform(0, super().get_backoff_time())
+
+    def increment(self, method=None, url=None, response=None, *args, **kwargs):  # type: ignore[no-untyped-def,override]
+        if (
+            response is not None
+            and response.status == 500
+            and "json" in (response.headers.get("Content-Type") or "")
+        ):
+            raise MaxRetryError(kwargs.get("_pool"), url or "", "Orthanc error")
+        return super().increment(method, url, response, *args, **kwargs)
 
 
 def check_uid(uid: str) -> str:
@@ -204,7 +220,7 @@ class OrthancClient:
         retry = JitterRetry(
             total=retries,
             backoff_factor=backoff,
-            status_forcelist=(429, 502, 503, 504),
+            status_forcelist=(429, 500, 502, 503, 504),
             allowed_methods=None,  # Orthanc's POST /tools/* are read-only lookups
             respect_retry_after_header=True,
             raise_on_status=False,

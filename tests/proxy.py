@@ -3,26 +3,81 @@
 It forwards every request to a real upstream (Orthanc) and records how many
 were in flight at once, so a test can check the cap on the wire rather than
 trusting the client's own counters. ``faults`` is a queue of canned answers
-(status, headers) served instead of forwarding, for retry and backoff tests;
+(status, headers[, body]) served instead of forwarding, for retry and backoff tests;
 ``fail_paths`` maps a path to a status answered every time; ``delay`` slows
-every forwarded request.
+every forwarded request; ``chaos`` (a :class:`Chaos`) injects seeded random
+faults: HTTP 500, 429 with ``Retry-After``, slow answers and connections
+dropped without an answer. An upstream that does not answer (stopped) gets
+a 502, as a reverse proxy would say.
+
+Faults other than "slow" are answered by the proxy itself: the upstream
+never sees those requests, so ``answered`` (what the upstream answered, per
+path) tells how often an image really left Orthanc.
 """
 
 from __future__ import annotations
 
+import random
+import socket
 import threading
 import time
-from collections import deque
+from collections import Counter, deque
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import requests
 
 
+@dataclass
+class Chaos:
+    """Seeded random faults, decided per (path, how many times the path came
+    before): the same requests meet the same faults in every run, whatever
+    order threads send them in.
+
+    Rates are fractions of requests (their sum at most 1); a slow answer is
+    forwarded after ``slow_seconds``; a 429 says ``Retry-After: retry_after``.
+    ``only`` limits the faults to paths containing one of its strings."""
+
+    seed: int = 7
+    error_rate: float = 0.10  # HTTP 500, no body (not Orthanc's JSON error)
+    throttle_rate: float = 0.05  # HTTP 429 with Retry-After
+    slow_rate: float = 0.05
+    drop_rate: float = 0.03  # connection closed without an answer
+    slow_seconds: float = 0.5
+    retry_after: int = 1
+    only: tuple[str, ...] = ()
+    seen: Counter = field(default_factory=Counter)  # path -> requests so far
+    injected: Counter = field(default_factory=Counter)  # fault -> times
+
+    def decide(self, method: str, path: str) -> str:
+        """ "500", "429", "slow", "drop" or "" (forward as is). Thread-safe
+        when called under the proxy's lock."""
+        if self.only and not any(s in path for s in self.only):
+            return ""
+        n = self.seen[(method, path)]
+        self.seen[(method, path)] += 1
+        roll = random.Random(f"{self.seed}:{method}:{path}:{n}").random()
+        for fault, rate in (
+            ("500", self.error_rate),
+            ("429", self.throttle_rate),
+            ("drop", self.drop_rate),
+            ("slow", self.slow_rate),
+        ):
+            if roll < rate:
+                self.injected[fault] += 1
+                return fault
+            roll -= rate
+        return ""
+
+
 class CountingProxy:
-    def __init__(self, upstream: str, delay: float = 0.0) -> None:
+    def __init__(
+        self, upstream: str, delay: float = 0.0, chaos: Chaos | None = None
+    ) -> None:
         self.upstream = upstream.rstrip("/")
         self.delay = delay
-        self.faults: deque[tuple[int, dict[str, str]]] = deque()
+        self.chaos = chaos
+        self.faults: deque[tuple] = deque()  # (status, headers[, body])
         self.fail_paths: dict[str, int] = {}  # path -> status, answered every time
         self.lock = threading.Lock()
         self.in_flight = 0
@@ -31,6 +86,7 @@ class CountingProxy:
         self.answered_faults = 0
         self.paths: list[str] = []  # forwarded, whatever the outcome
         self.answered: list[tuple[str, int]] = []  # (path, status) from upstream
+        self.upstream_errors = 0  # upstream did not answer: 502 sent
         self._session = requests.Session()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self._server.daemon_threads = True
@@ -40,7 +96,7 @@ class CountingProxy:
     def reset(self) -> None:
         with self.lock:
             self.max_in_flight = self.in_flight
-            self.forwarded = self.answered_faults = 0
+            self.forwarded = self.answered_faults = self.upstream_errors = 0
             self.paths.clear()
             self.answered.clear()
             self.faults.clear()
@@ -65,12 +121,26 @@ class CountingProxy:
             def _serve(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else None
+                slow = 0.0
                 with proxy.lock:
                     path = self.path.split("?", 1)[0]
+                    chaos = (
+                        proxy.chaos.decide(self.command, path) if proxy.chaos else ""
+                    )
                     if path in proxy.fail_paths:
                         fault = (proxy.fail_paths[path], {})
+                    elif proxy.faults:
+                        fault = proxy.faults.popleft()
+                    elif chaos == "500":
+                        fault = (500, {})
+                    elif chaos == "429":
+                        fault = (429, {"Retry-After": str(proxy.chaos.retry_after)})
+                    elif chaos == "drop":
+                        fault = (0, {})
                     else:
-                        fault = proxy.faults.popleft() if proxy.faults else None
+                        fault = None
+                        if chaos == "slow":
+                            slow = proxy.chaos.slow_seconds
                     if fault:
                         proxy.answered_faults += 1
                     else:
@@ -78,15 +148,21 @@ class CountingProxy:
                         proxy.forwarded += 1
                         proxy.max_in_flight = max(proxy.max_in_flight, proxy.in_flight)
                         proxy.paths.append(self.path)
+                if fault and not fault[0]:  # dropped: no answer at all
+                    self.close_connection = True
+                    self.connection.shutdown(socket.SHUT_RDWR)
+                    return
                 if fault:
-                    status, headers = fault
+                    status, headers, *rest = fault
+                    body = rest[0] if rest else b""
                     self.send_response(status)
-                    for k, v in {**headers, "Content-Length": "0"}.items():
+                    for k, v in {**headers, "Content-Length": str(len(body))}.items():
                         self.send_header(k, v)
                     self.end_headers()
+                    self.wfile.write(body)
                     return
                 try:
-                    time.sleep(proxy.delay)
+                    time.sleep(proxy.delay + slow)
                     headers = {
                         k: v
                         for k, v in self.headers.items()
@@ -99,6 +175,13 @@ class CountingProxy:
                         headers=headers,
                         timeout=30,
                     )
+                except requests.ConnectionError:  # upstream stopped
+                    with proxy.lock:
+                        proxy.upstream_errors += 1
+                    self.send_response(502)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
                 finally:
                     with proxy.lock:
                         proxy.in_flight -= 1

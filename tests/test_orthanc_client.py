@@ -4,6 +4,7 @@ stops and comes back."""
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 
@@ -70,6 +71,33 @@ def test_orc003_gives_up_after_the_retries(orthanc_server, corpus):
         with pytest.raises(PacsUnavailable, match="502"):
             client.get_study(corpus.demo.study_uid)
         assert proxy.answered_faults == 3  # the request and two retries
+
+
+def test_orc003b_bare_500_is_retried_orthancs_own_error_is_not(orthanc_server, corpus):
+    """A 500 without Orthanc's JSON (a gateway on the way) is a passing fault:
+    asked again. Orthanc's own 500 (here: a file it cannot decode) is the
+    answer: asked once, a DecodeError, and the breaker stays closed."""
+    from services.models import DecodeError
+
+    with CountingProxy(orthanc_server.url) as proxy:
+        client = client_via(proxy, orthanc_server, backoff=0.01)
+        proxy.faults.extend([(500, {}), (500, {})])
+        study = client.get_study(corpus.demo.study_uid)
+        assert study.study_uid == corpus.demo.study_uid
+        assert proxy.answered_faults == 2
+        image = client.list_images(
+            corpus.demo.study_uid, corpus.demo.series[0].series_uid
+        )[0]
+        orthanc_error = json.dumps(
+            {"HttpStatus": 500, "OrthancError": "Bad file format", "Details": "x"}
+        ).encode()
+        proxy.faults.extend(
+            [(500, {"Content-Type": "application/json"}, orthanc_error), (500, {})]
+        )
+        with pytest.raises(DecodeError, match="HTTP 500"):
+            client.get_frame(image.instance_id, 0)
+        assert proxy.answered_faults == 3 and len(proxy.faults) == 1  # asked once
+        assert client.breaker.state == "closed"
 
 
 def test_orc004_breaker_opens_while_down_and_closes_when_back(tmp_path):
