@@ -14,9 +14,9 @@ in a child process, with its Orthanc behind the counting proxy (in its own
 process), which reports the peak requests in flight to Orthanc.
 
 Modes (``MODES``): ``single`` = 1 gunicorn worker, ``workers`` = 2 workers
-sharing ``CACHE_DIR`` (no Redis). A mode that needs more (``scaleout``:
-REDIS_URL, redis-server and a celery worker) adds an entry with its extra
-environment and processes; ``Mode.needs`` names the programs it requires.
+sharing ``CACHE_DIR`` (no Redis), ``scaleout`` = 2 workers with a private
+redis-server (``REDIS_URL``) and a Celery worker running the bulk loader.
+``--mode single,scaleout`` runs several modes one after another in one run.
 
 By default the study is loaded (prefetch, wait for complete) before the
 clock starts, so modes compare on a warm server cache; ``--cold`` skips that.
@@ -77,13 +77,18 @@ class Mode:
     env: dict[str, str] = field(default_factory=dict)  # extra environment
     needs: tuple[str, ...] = ()  # programs that must be installed
     about: str = ""
+    redis: bool = False  # a private redis-server (REDIS_URL) and a Celery worker
 
 
 MODES: dict[str, Mode] = {
     "single": Mode(1, about="1 gunicorn worker, 8 threads"),
     "workers": Mode(2, about="2 gunicorn workers x 8 threads, shared CACHE_DIR"),
-    # "scaleout": Mode(2, env={"REDIS_URL": ...}, needs=("redis-server", "celery"),
-    #                  about="2 workers + Redis + a celery worker"),  (later)
+    "scaleout": Mode(
+        2,
+        needs=("redis-server",),
+        about="2 gunicorn workers x 8 threads + Redis + a Celery worker (loader)",
+        redis=True,
+    ),
 }
 
 # request kind -> weight (how often a user picks it)
@@ -156,6 +161,24 @@ class App:
                 self.proc.kill()
                 self.proc.wait(5)
         self._log.close()
+
+
+class Worker:
+    """A Celery worker (the bulk loader in scale-out mode) in a child process."""
+
+    def __init__(self, env: dict[str, str], log: Path) -> None:
+        self._log = open(log, "wb")  # noqa: SIM115 (closed in close())
+        celery = str(Path(sys.executable).parent / "celery")
+        self.proc = subprocess.Popen(
+            [celery, "-A", "worker:celery_app", "worker", "--concurrency", "2"],
+            cwd=ROOT,
+            env={**os.environ, **env},
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+
+    close = App.close
 
 
 def signed_in(base: str) -> requests.Session:
@@ -255,13 +278,19 @@ def run(args: argparse.Namespace) -> int:
     if missing:
         raise SystemExit(f"mode {args.mode} needs {', '.join(missing)}")
     tmp = Path(tempfile.mkdtemp(prefix="bench-load-"))
-    orthanc = proxy = app = None
+    orthanc = proxy = app = redis = worker = None
     try:
         study = make_study(tmp / "studies", args.study)
         orthanc = start_orthanc(tmp / "orthanc", [study])
         proxy = Proxy(orthanc.url, inproc=False)
         env = app_env(proxy.url, orthanc, tmp / "app")
         env.update(LOGIN_RATE_LIMIT="100000 per minute", APP_ENV="development")
+        if mode.redis:
+            from scripts.redis_local import LocalRedis
+
+            redis = LocalRedis(workdir=tmp / "redis").start()
+            env["REDIS_URL"] = redis.url
+            worker = Worker(env, tmp / "celery.log")
         app = App(mode, env, tmp / "gunicorn.log")
         app.wait_ready()
         first = signed_in(app.url)
@@ -299,8 +328,11 @@ def run(args: argparse.Namespace) -> int:
         report(args, mode, study, target, out, elapsed, stats, load_before)
         return 0
     finally:
-        if app is not None:
-            app.close()
+        for part in (app, worker):
+            if part is not None:
+                part.close()
+        if redis is not None:
+            redis.stop()
         close_all(proxy=proxy, orthanc=orthanc, tmp=tmp)
 
 
@@ -351,7 +383,12 @@ def figures(kind: str, samples: list[tuple[float, bool]], elapsed: float) -> lis
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.load")
-    parser.add_argument("--mode", choices=sorted(MODES), default="single")
+    parser.add_argument(
+        "--mode",
+        default="single",
+        help=f"one of {', '.join(MODES)}, or several separated by commas, "
+        "run one after another in this run",
+    )
     parser.add_argument("--users", type=int, default=20)
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--study", choices=("demo", "twenty"), default="demo")
@@ -362,7 +399,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not (1 <= args.users <= 500 and 1 <= args.seconds <= 3600):
         parser.error("--users 1-500, --seconds 1-3600")
-    return run(args)
+    modes = args.mode.split(",")
+    if unknown := [m for m in modes if m not in MODES]:
+        parser.error(f"unknown mode {', '.join(unknown)}; modes: {', '.join(MODES)}")
+    for name in modes:
+        run(argparse.Namespace(**{**vars(args), "mode": name}))
+    return 0
 
 
 if __name__ == "__main__":
