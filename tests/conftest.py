@@ -151,14 +151,22 @@ class ImageRequests:
 
 
 class _Closing:
-    """A response body that calls ``done`` once: when its last byte has been
-    handed to the server (the client cannot have it before), or on close."""
+    """A response body that calls ``done`` once: just before its last chunk
+    goes to the server (so the client cannot have finished the request, and
+    started another, before the count went down), or on close."""
 
     def __init__(self, body, done) -> None:
         self.body, self._done = body, done
 
     def __iter__(self):
-        yield from self.body
+        chunks = iter(self.body)
+        chunk = next(chunks, None)
+        while chunk is not None:
+            following = next(chunks, None)
+            if following is None:
+                self.done()
+            yield chunk
+            chunk = following
         self.done()
 
     def done(self) -> None:
