@@ -33,6 +33,8 @@ if str(ROOT) not in sys.path:
 
 import requests  # noqa: E402  (the real one: run the benches with ``-m``)
 
+from tests.served import Served  # noqa: E402, F401  (re-exported for the benches)
+
 ADMIN = ("bench", "bench-password-1")
 PIXEL_MARKERS = ("/file", "/frames/", "/numpy", "/preview", "/rendered", "/image-")
 
@@ -330,22 +332,6 @@ def app_env(proxy_url: str, orthanc, root: Path) -> dict[str, str]:
         LOGIN_RATE_LIMIT="1000 per minute",
         API_RATE_LIMIT="1000000 per minute",
     )
-
-
-class Served:
-    """A WSGI app served by werkzeug on 127.0.0.1:<free port> in a thread."""
-
-    def __init__(self, wsgi_app) -> None:
-        from werkzeug.serving import make_server
-
-        self._server = make_server("127.0.0.1", 0, wsgi_app, threaded=True)
-        self.url = f"http://127.0.0.1:{self._server.server_port}"
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-        self._thread.start()
-
-    def close(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
 
 
 def api_session(base_url: str, pool: int = 10) -> requests.Session:

@@ -50,8 +50,9 @@ def facts(view: StudyView) -> str:
 @hooks.index()
 def first_paint(index: str) -> str:
     """The study page's HTML with a plain copy of its header and cards before
-    Dash's entry point: the thumbnails start loading with the HTML, about
-    0.3 s before Dash (bundles, layout, then the page callback) would ask."""
+    Dash's entry point: the page's queue (``assets/imagequeue.js``, in
+    ``<head>``) asks for the thumbnails as the HTML arrives, about 0.3 s
+    before Dash (bundles, layout, then the page callback) would draw them."""
     match = PATH_RE.fullmatch(request.path)
     if not match or not valid_uid(match[1]) or ENTRY not in index:
         return index
@@ -67,8 +68,8 @@ def first_paint(index: str) -> str:
         for s in view.image_series
     ]
     # Dash's scripts come after the cards: announced after the first row,
-    # they are asked for before the other thumbnails take the 6 connections
-    # (Dash then draws the page sooner) and after the first row's images.
+    # they are asked for after the first row's images (the queue holds the
+    # thumbnails to 5 at a time, leaving a connection for them).
     preloads = "".join(
         f'<link rel="preload" as="script" href="{src}">'
         for src in SCRIPT_RE.findall(index)

@@ -14,6 +14,7 @@ from services.embedded import EmbeddedStore
 from services.orthanc import OrthancClient
 from tests.corpus import Corpus, build_corpus
 from tests.proxy import CountingProxy
+from tests.served import Served
 
 
 @pytest.fixture(scope="session")
@@ -195,16 +196,9 @@ def live_app(dash_app, image_requests):
     (dash_duo's own runner stops its server by raising SystemExit in every
     thread the app started, which can cut a SQLite transaction in half and
     leave the shared state locked; a server of our own is stopped cleanly.)"""
-    from werkzeug.serving import make_server
-
-    def serve(environ, start_response):
-        return image_requests(environ, start_response)
-
-    server = make_server("127.0.0.1", 0, serve, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_port}"
-    server.shutdown()
+    served = Served(image_requests)
+    yield served.url
+    served.close()
 
 
 def sign_in(dash_br, live_app: str, path: str = "/") -> None:

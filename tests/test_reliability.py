@@ -24,12 +24,12 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 import requests
-from werkzeug.serving import make_server
 
 from components.series_card import progress_view
 from services.imagecache import compact
 from tests.conftest import API_ADMIN
 from tests.proxy import Chaos, CountingProxy
+from tests.served import Served
 
 
 def wait_for(predicate, timeout=60.0, what="condition", poll=0.05):
@@ -40,20 +40,6 @@ def wait_for(predicate, timeout=60.0, what="condition", poll=0.05):
             return value
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
         time.sleep(poll)
-
-
-class Served:
-    """A Flask server on 127.0.0.1:<free port> in a thread."""
-
-    def __init__(self, wsgi_app) -> None:
-        self._server = make_server("127.0.0.1", 0, wsgi_app, threaded=True)
-        self.url = f"http://127.0.0.1:{self._server.server_port}"
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-        self._thread.start()
-
-    def close(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
 
 
 def api_client(base: str) -> requests.Session:
