@@ -15,6 +15,11 @@ that opens the same store shares these primitives:
 Everything held is a *lease* with an expiry, so a process that dies holding a
 slot or a lock frees it after ``lease`` seconds instead of blocking for ever.
 
+On one machine (no Redis) the cap and the "fetch once" locks are the kernel's
+file locks instead (:mod:`services.filelocks`, wired by
+:func:`services.stack.open_stack`): a system call rather than an SQLite write
+transaction each way, and freed the moment their process dies.
+
 The store's interface is diskcache's, as far as used here: ``get``, ``set``,
 ``add``, ``delete``, ``incr``, ``in``, ``transact()`` and ``clear()``, plus
 ``delete_if(key, value)`` (compare and delete, atomically). A store that does

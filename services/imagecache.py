@@ -34,7 +34,10 @@ from __future__ import annotations
 import io
 import os
 import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from pathlib import Path
+from typing import Any
 
 import diskcache
 import numpy as np
@@ -165,6 +168,9 @@ class CachingPacs:
         The shared coordination cache (locks, counters, metadata).
     metadata_ttl
         Seconds a study's series and image lists are reused.
+    locks
+        Per-key locks across processes for "fetch once" (``locks(key)`` a
+        context manager); leased locks in ``state`` by default.
     """
 
     def __init__(
@@ -173,13 +179,14 @@ class CachingPacs:
         images: diskcache.Cache,
         state: diskcache.Cache,
         metadata_ttl: float = 30.0,
+        locks: Callable[[str], AbstractContextManager[Any]] | None = None,
     ) -> None:
         self.inner = pacs
         self.name = pacs.name
         self.images = images
         self.state = state
         self.metadata_ttl = metadata_ttl
-        self.locks = KeyLock(state)
+        self.locks = locks or KeyLock(state)
         self.stats = Counters(state, "cache")
 
     # -- metadata (short-lived: new instances may arrive) -----------------------

@@ -9,8 +9,9 @@ stack = open_stack(cache_dir="var/cache", dicom_dir="var/dicom")
 stack.loader.prefetch(study_uid)
 ```
 
-Without ``redis_url`` everything shared lives in ``cache_dir`` (diskcache:
-the processes of one machine). With it, the state, the cap and the image
+Without ``redis_url`` everything shared lives in ``cache_dir`` (diskcache and,
+for the cap on PACS requests and the "fetch once" locks, kernel file locks in
+``cache_dir/locks``: the processes of one machine). With it, the state, the cap and the image
 cache's index live in Redis, the image files in ``cache_dir/images-shared``
 (storage every machine mounts).
 """
@@ -22,7 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .coordination import SharedSlots, open_state
+from .coordination import Counters, KeyLock, SharedSlots, open_state
+from .filelocks import FileKeyLock, FileSlots
 from .imagecache import CachingPacs, open_image_cache
 from .loader import BulkLoader
 from .pacs import open_pacs
@@ -31,7 +33,7 @@ from .pacs import open_pacs
 @dataclass
 class Stack:
     state: Any  # diskcache or RedisState, see services.coordination
-    slots: SharedSlots | None  # only in front of a real PACS (Orthanc)
+    slots: SharedSlots | FileSlots | None  # only in front of a real PACS (Orthanc)
     pacs: CachingPacs
     loader: BulkLoader
 
@@ -51,11 +53,18 @@ def open_stack(
     cache_dir = Path(cache_dir)
     state = open_state(cache_dir / "state", redis_url)
     remote = bool(pacs_kwargs.get("orthanc_url"))
-    slots = (
-        SharedSlots(state, "orthanc", pacs_kwargs.get("max_in_flight", 5))
-        if remote
-        else None
-    )
+    limit = pacs_kwargs.get("max_in_flight", 5)
+    slots: SharedSlots | FileSlots | None = None
+    locks: Any
+    if redis_url:  # several machines: leased slots and locks in Redis
+        slots = SharedSlots(state, "orthanc", limit) if remote else None
+        locks = KeyLock(state)
+    else:  # one machine: kernel locks, freed when their process dies
+        folder = cache_dir / "locks"
+        if remote:
+            counters = Counters(state, "orthanc")
+            slots = FileSlots(folder / "orthanc.slots", limit, counters=counters)
+        locks = FileKeyLock(folder / "keys.locks")
     if redis_url:
         from .sharedcache import SharedImageCache
 
@@ -68,7 +77,10 @@ def open_stack(
     # storage; with Redis the metadata memos there do its work.
     http_cache = "" if redis_url and remote else cache_dir
     pacs = CachingPacs(
-        open_pacs(**pacs_kwargs, cache_dir=http_cache, slot=slots), images, state
+        open_pacs(**pacs_kwargs, cache_dir=http_cache, slot=slots),
+        images,
+        state,
+        locks=locks,
     )
     loader = BulkLoader(pacs, state, workers=loader_workers, kick=kick)
     return Stack(state, slots, pacs, loader)

@@ -12,7 +12,8 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from services.coordination import SharedSlots, open_state
+from services.coordination import Counters, SharedSlots, open_state
+from services.filelocks import FileKeyLock, FileSlots
 from services.imagecache import CachingPacs, open_image_cache
 from services.loader import BulkLoader
 from services.models import NotFound
@@ -27,12 +28,29 @@ def wait_for(predicate, timeout=60.0, what="condition"):
         time.sleep(0.02)
 
 
+def make_slots(kind, state, folder):
+    """The machine-wide cap: leased slots in the state store (as on Redis) or
+    kernel file locks (one machine, as ``open_stack`` without Redis)."""
+    if kind == "leased":
+        return SharedSlots(state, limit=5)
+    return FileSlots(folder / "locks" / "orthanc.slots", 5, Counters(state, "orthanc"))
+
+
 def build(proxy_url, auth, tmp_path, **loader_kwargs):
+    """The stack as ``open_stack`` wires it on one machine (file locks)."""
     state = open_state(tmp_path / "state")
     client = OrthancClient(
-        proxy_url, username=auth[0], password=auth[1], slot=SharedSlots(state, limit=5)
+        proxy_url,
+        username=auth[0],
+        password=auth[1],
+        slot=make_slots("file", state, tmp_path),
     )
-    pacs = CachingPacs(client, open_image_cache(tmp_path / "images", 512), state)
+    pacs = CachingPacs(
+        client,
+        open_image_cache(tmp_path / "images", 512),
+        state,
+        locks=FileKeyLock(tmp_path / "locks" / "keys.locks"),
+    )
     return pacs, BulkLoader(pacs, state, **loader_kwargs)
 
 
@@ -40,11 +58,14 @@ def file_fetches(proxy):
     return Counter(p.split("/")[2] for p in proxy.paths if p.endswith("/file"))
 
 
-def _hammer(proxy_url, auth, state_dir, instance_ids, queue):
+def _hammer(proxy_url, auth, folder, instance_ids, queue, kind):
     """One process: 5 threads fetching instance files through the shared cap."""
-    state = open_state(state_dir)
+    state = open_state(folder / "state")
     client = OrthancClient(
-        proxy_url, username=auth[0], password=auth[1], slot=SharedSlots(state, limit=5)
+        proxy_url,
+        username=auth[0],
+        password=auth[1],
+        slot=make_slots(kind, state, folder),
     )
 
     def run(ids):
@@ -61,8 +82,9 @@ def _hammer(proxy_url, auth, state_dir, instance_ids, queue):
     queue.put(client.requests_sent)
 
 
+@pytest.mark.parametrize("kind", ["file", "leased"])
 def test_load001_cap_holds_across_processes(
-    orthanc_server, orthanc_pacs, corpus, tmp_path
+    orthanc_server, orthanc_pacs, corpus, tmp_path, kind
 ):
     series = max(corpus.demo.series, key=lambda s: s.image_count)
     ids = [
@@ -75,7 +97,7 @@ def test_load001_cap_holds_across_processes(
         procs = [
             ctx.Process(
                 target=_hammer,
-                args=(proxy.url, orthanc_server.auth, tmp_path, ids, queue),
+                args=(proxy.url, orthanc_server.auth, tmp_path, ids, queue, kind),
             )
             for _ in range(3)
         ]
@@ -283,10 +305,13 @@ def test_load006_orthanc_down_pauses_and_loading_resumes_by_itself(tmp_path, cor
                 password=auth[1],
                 retries=0,
                 breaker=CircuitBreaker("test", failure_threshold=2, reset_timeout=0.3),
-                slot=SharedSlots(state, limit=5),
+                slot=make_slots("file", state, tmp_path),
             )
             pacs = CachingPacs(
-                client, open_image_cache(tmp_path / "images", 256), state
+                client,
+                open_image_cache(tmp_path / "images", 256),
+                state,
+                locks=FileKeyLock(tmp_path / "locks" / "keys.locks"),
             )
             loader = BulkLoader(pacs, state, backoff=0.05)
             study = corpus.demo.study_uid
