@@ -135,7 +135,7 @@ def breakdown_targets(server) -> dict[str, tuple[object, str]]:
         "    pacs._fetch": (pacs, "_fetch"),
         "      SharedSlots.acquire": (ext["slots"], "acquire"),
         "      SharedSlots.release": (ext["slots"], "release"),
-        "      HTTP session.request (+gunzip)": (pacs.inner.session, "request"),
+        "      HTTP OrthancClient._get_binary (urllib3)": (pacs.inner, "_get_binary"),
         "      imagecache.undecodable (header)": (imagecache, "undecodable"),
         "      images.set (diskcache)": (pacs.images, "set"),
         "  loader._update (progress)": (loader, "_update"),
