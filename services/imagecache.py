@@ -31,8 +31,10 @@ while the PACS does not answer.
 
 from __future__ import annotations
 
+import functools
 import io
 import os
+import struct
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
@@ -42,6 +44,7 @@ from typing import Any
 import diskcache
 import numpy as np
 import pydicom
+import pydicom.uid
 from pydicom.pixels import get_decoder
 
 from . import imaging
@@ -99,19 +102,71 @@ def _meta(instance_id: str, data: bytes) -> InstanceMeta:
 def undecodable(data: bytes) -> str:
     """Why no installed decoder can read the file's pixels ("" when one can,
     or when it cannot be told without decoding them): its transfer syntax."""
+    syntax = _transfer_syntax(data)
+    if syntax is None:  # not the usual file meta: ask pydicom
+        try:
+            header = pydicom.dcmread(
+                io.BytesIO(data), stop_before_pixels=True, force=True, specific_tags=[]
+            )
+            syntax = str(header.file_meta.TransferSyntaxUID)
+        except Exception as exc:  # not DICOM at all
+            return f"{type(exc).__name__}: {exc}"
+    return _undecodable_syntax(syntax)
+
+
+@functools.lru_cache(maxsize=64)
+def _undecodable_syntax(syntax: str) -> str:
+    uid = pydicom.uid.UID(syntax)
     try:
-        header = pydicom.dcmread(
-            io.BytesIO(data), stop_before_pixels=True, force=True, specific_tags=[]
-        )
-        syntax = header.file_meta.TransferSyntaxUID
-    except Exception as exc:  # not DICOM at all
-        return f"{type(exc).__name__}: {exc}"
-    try:
-        if not syntax.is_compressed or get_decoder(syntax).is_available:
+        if not uid.is_compressed or get_decoder(uid).is_available:
             return ""
     except NotImplementedError:  # a transfer syntax pydicom does not know
         pass
-    return f"no installed decoder reads transfer syntax {syntax}"
+    return f"no installed decoder reads transfer syntax {uid}"
+
+
+_LONG_VRS = {
+    b"OB",
+    b"OD",
+    b"OF",
+    b"OL",
+    b"OV",
+    b"OW",
+    b"SQ",
+    b"UC",
+    b"UN",
+    b"UR",
+    b"UT",
+}
+
+
+def _transfer_syntax(data: bytes) -> str | None:
+    """(0002,0010) read from the file meta by hand (always explicit VR little
+    endian after the 128-byte preamble and ``DICM``), or None where that does
+    not find it: a few microseconds instead of pydicom's parse, per image."""
+    if data[128:132] != b"DICM":
+        return None
+    pos, end = 132, min(len(data), 132 + 65536)
+    while pos + 8 <= end:
+        group, element = struct.unpack_from("<HH", data, pos)
+        if group != 2:
+            return None
+        vr = data[pos + 4 : pos + 6]
+        if vr in _LONG_VRS:
+            (length,) = struct.unpack_from("<I", data, pos + 8)
+            start = pos + 12
+        else:
+            (length,) = struct.unpack_from("<H", data, pos + 6)
+            start = pos + 8
+        if element == 0x0010:
+            if vr != b"UI" or start + length > end:
+                return None
+            value = (
+                data[start : start + length].rstrip(b"\0 ").decode("ascii", "replace")
+            )
+            return value or None
+        pos = start + length
+    return None
 
 
 class WholeFileDisk(diskcache.Disk):
@@ -121,18 +176,25 @@ class WholeFileDisk(diskcache.Disk):
     it line by line: a DICOM file or frame went to disk in hundreds of small
     writes (a b"\\n" every few hundred bytes), and a failing ``mkdir`` came
     before each file. Together about a third of the bulk loader's time per
-    image (bench/RESULTS.md)."""
+    image (bench/RESULTS.md). Folders this process made are remembered (an
+    open that fails, the folder culled meanwhile, makes it again)."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self._folders: set[str] = set()  # made by this process (and not culled)
 
     def _write(self, full_path, iterator, mode, encoding=None):  # type: ignore[no-untyped-def]
         if isinstance(iterator, io.BytesIO):
             iterator = iter((iterator.getvalue(),))
         folder = os.path.dirname(full_path)
         for attempt in range(10):  # as diskcache: a cull may remove the folder
-            if not os.path.isdir(folder):
+            if folder not in self._folders:  # a stat per write otherwise
                 os.makedirs(folder, exist_ok=True)
+                self._folders.add(folder)
             try:
                 writer = open(full_path, mode, encoding=encoding)
             except OSError:
+                self._folders.discard(folder)
                 if attempt == 9:
                     raise
                 continue

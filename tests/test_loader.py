@@ -412,6 +412,25 @@ def test_load008_files_no_installed_decoder_reads_are_told_from_the_header(corpu
         assert undecodable(b"not DICOM at all")
 
 
+def test_load008b_transfer_syntax_read_by_hand_is_pydicoms(corpus):
+    """The loader reads (0002,0010) itself (pydicom's parse cost more per
+    image); it agrees with pydicom on every file of the corpus."""
+    import pydicom
+
+    from services.imagecache import _transfer_syntax
+
+    files = [f for s in corpus.demo.series for f in s.files]
+    seen = set()
+    for path in files:
+        data = path.read_bytes()
+        expected = pydicom.dcmread(path, stop_before_pixels=True).file_meta
+        assert _transfer_syntax(data) == expected.TransferSyntaxUID
+        seen.add(_transfer_syntax(data))
+    assert len(files) > 100 and seen
+    assert _transfer_syntax(b"\0" * 132) is None
+    assert _transfer_syntax(files[0].read_bytes()[:140]) is None  # cut short
+
+
 def test_load009_shared_primitives_write_less_and_lose_nothing(tmp_path):
     """Counters buffer in the process (a read flushes, and a timer);
     a renewed lease is not renewed again at once yet stays exclusive; large
