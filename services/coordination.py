@@ -28,6 +28,7 @@ not answer raises :class:`StateUnavailable`; callers wait and try again.
 
 from __future__ import annotations
 
+import logging
 import os
 import random
 import threading
@@ -223,13 +224,63 @@ class Lease:
         self.cache.delete_if(self.key, self.token)
 
 
+class _Flusher:
+    """One thread per process that flushes :class:`Counters` when they are due
+    (a ``threading.Timer`` per flush started a thread four times a second per
+    counter set, which showed in the loader's stack samples)."""
+
+    def __init__(self) -> None:
+        self._due: dict[Counters, float] = {}  # -> monotonic time to flush
+        self._cv = threading.Condition()
+        self._pid = -1  # the process whose thread runs
+
+    def schedule(self, counters: Counters, delay: float) -> None:
+        with self._cv:
+            if self._pid != os.getpid():  # first use, or a forked child
+                self._pid, self._due = os.getpid(), {}
+                threading.Thread(
+                    target=self._run, name="counters-flush", daemon=True
+                ).start()
+            if counters not in self._due:
+                self._due[counters] = time.monotonic() + delay
+                self._cv.notify()
+
+    def _run(self) -> None:
+        while True:
+            with self._cv:
+                now = time.monotonic()
+                ready = [c for c, t in self._due.items() if t <= now]
+                for c in ready:
+                    del self._due[c]
+                if not ready:
+                    first = min(self._due.values(), default=now + 60)
+                    self._cv.wait(first - now)
+                    continue
+            for counters in ready:
+                try:
+                    counters._flush_quietly()
+                except Exception:  # keep flushing the others, and later ones
+                    logging.getLogger(__name__).exception("counters flush failed")
+
+
+_flusher = _Flusher()
+
+
+def _after_fork_in_child() -> None:
+    _flusher._cv = threading.Condition()  # another thread may have held it
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 class Counters:
     """Shared counters, maxima and per-second rates under one prefix.
 
     Counts are buffered in the process and written in one transaction at most
-    every ``flush_every`` seconds (a timer thread flushes the last ones; reads
-    in this process flush first): a write transaction per event was a large
-    part of the bulk loader's time, the threads queueing for SQLite's lock.
+    every ``flush_every`` seconds (one thread of the process flushes the last
+    ones; reads in this process flush first): a write transaction per event
+    was a large part of the bulk loader's time, the threads queueing for
+    SQLite's lock.
     """
 
     def __init__(
@@ -238,7 +289,7 @@ class Counters:
         self.cache, self.prefix, self.flush_every = cache, prefix, flush_every
         self._pending: dict[str, int] = {}  # full key -> delta not yet written
         self._lock = threading.Lock()
-        self._timer: threading.Timer | None = None
+        self._scheduled = False  # a flush is due (see _Flusher)
 
     def add(self, name: str, delta: int = 1) -> None:
         self._buffer({f"count:{self.prefix}:{name}": delta})
@@ -252,16 +303,16 @@ class Counters:
         with self._lock:
             for key, delta in deltas.items():
                 self._pending[key] = self._pending.get(key, 0) + delta
-            if self._timer is None:
-                self._timer = threading.Timer(self.flush_every, self._flush_quietly)
-                self._timer.daemon = True
-                self._timer.start()
+            schedule = not self._scheduled
+            self._scheduled = True
+        if schedule:
+            _flusher.schedule(self, self.flush_every)
 
     def flush(self) -> None:
         """Write the buffered counts (one transaction)."""
         with self._lock:
             pending, self._pending = self._pending, {}
-            self._timer = None
+            self._scheduled = False
         if not pending:
             return
         try:
