@@ -309,9 +309,9 @@ class CachingPacs:
 
     def has_frame(self, instance_id: str, frame_index: int) -> bool:
         """True when the frame can be served without asking the PACS."""
-        return (
-            self.frame_key(instance_id, frame_index) in self.images
-            or self.file_key(instance_id) in self.images
+        return (  # the file first: the loader stores files, frames come later
+            self.file_key(instance_id) in self.images
+            or self.frame_key(instance_id, frame_index) in self.images
         )
 
     def load_instance(self, instance_id: str) -> bool:

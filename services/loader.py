@@ -38,6 +38,9 @@ puts them back in the queue.
   finishing the same image count it once, and :meth:`prefetch` re-checks the
   set against the image cache (an image evicted since is loaded again and not
   counted meanwhile) without losing an image a worker adds during the check.
+  Loading starts before that re-check (the listing is all it needs): a task
+  whose image turns out cached costs a cache lookup; evicted images make
+  :meth:`prefetch` ask the scheduler once more.
 - Workers hand loaded images to the scheduler, which writes them at most
   every ``FLUSH_EVERY`` seconds (and at once when no fetch is running), every
   series in one transaction: one write per image was most of the loader's
@@ -165,9 +168,9 @@ class BulkLoader:
         """Queue every image of the study (idempotent) and return its progress."""
         series = self._image_series(study_uid)  # NotFound for unknown studies
         self._set_jobs(add=[study_uid])
-        for series_uid, images in series.items():
-            self._revalidate(study_uid, series_uid, images)
-        self._bump()
+        self._bump()  # loading starts now; the recount below runs alongside
+        if self._revalidate(study_uid, series):
+            self._bump()  # images evicted since: to load again
         return self.progress(study_uid, recover=False)
 
     def touch(self, study_uid: str) -> None:
@@ -275,23 +278,32 @@ class BulkLoader:
         if self.kick is not None:
             self.kick()
 
-    def _revalidate(
-        self, study_uid: str, series_uid: str, images: list[ImageRef]
-    ) -> None:
+    def _revalidate(self, study_uid: str, series: dict[str, list[ImageRef]]) -> bool:
         """Recount from what is really in the image cache (it may have evicted
-        some); an image a worker adds while we look stays counted."""
-        key = f"progress:{study_uid}:{series_uid}"
-        before = set((self.state.get(key) or {}).get("done", ()))
-        cached = {
-            i.image_number
-            for i in images
-            if self.pacs.has_frame(i.instance_id, i.frame_index)
+        some), every series in one transaction; an image a worker adds while
+        we look stays counted. True when an image counted before is gone."""
+        keys = {uid: f"progress:{study_uid}:{uid}" for uid in series}
+        before = {
+            uid: set((self.state.get(key) or {}).get("done", ()))
+            for uid, key in keys.items()
         }
+        cached = {
+            uid: {
+                i.image_number
+                for i in images
+                if self.pacs.has_frame(i.instance_id, i.frame_index)
+            }
+            for uid, images in series.items()
+        }
+        evicted = False
         with self.state.transact():
-            entry = self.state.get(key) or {"failed": [], "error": ""}
-            now = set(entry.get("done", ()))
-            entry["done"] = cached | (now - before)
-            self.state.set(key, entry)
+            for uid, key in keys.items():
+                entry = self.state.get(key) or {"failed": [], "error": ""}
+                now = set(entry.get("done", ()))
+                evicted = evicted or bool(before[uid] - cached[uid])
+                entry["done"] = cached[uid] | (now - before[uid])
+                self.state.set(key, entry)
+        return evicted
 
     # -- scheduling (the leading process) --------------------------------------------
 
