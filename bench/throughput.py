@@ -226,6 +226,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--no-numpy", action="store_true", help="skip /numpy baseline")
     parser.add_argument(
+        "--no-gzip", action="store_true", help="skip the gzip /file baseline (slow)"
+    )
+    parser.add_argument(
         "--loader-workers", type=int, default=4, help="LOADER_WORKERS (app default 4)"
     )
     parser.add_argument("--inproc-proxy", action="store_true")
@@ -280,6 +283,8 @@ def main(argv: list[str] | None = None) -> int:
             "direct /file x5": (orthanc.url, files, None),
             "direct /file x5 identity": (orthanc.url, files, identity),
         }
+        if args.no_gzip:
+            del direct["direct /file x5"]
         if not args.no_numpy:
             numpy_paths = {
                 n: [f"/instances/{i}/frames/{k}/numpy?rescale=0" for i, k in frames[n]]
