@@ -324,7 +324,11 @@ def one_view(driver, mode: str, card: int, clock, timeout: float) -> dict:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.cache")
     parser.add_argument("--runs", type=int, default=10, help="rounds (default 10)")
-    parser.add_argument("--window", default="1600,1000", help="browser window W,H")
+    parser.add_argument(
+        "--window",
+        default="1920,2000",
+        help="browser window W,H (all 20 cards in view)",
+    )
     parser.add_argument("--timeout", type=float, default=60.0, help="per wait, s")
     parser.add_argument("--inproc-proxy", action="store_true")
     parser.add_argument(
