@@ -26,106 +26,236 @@
   swap();
 })();
 
-/* Study page: once the server has loaded a series, its images come into the
- * browser's cache too, in the background (lowest priority in the page's
- * queue), so the viewer opens it with no network for pixels. Up to 80 % of
- * the cache's budget, leaving room for what the viewer keeps; images already
- * cached are not asked again. Series follow the server's progress, in display
- * order; a series whose listing fails is left to the viewer to load. */
 (function () {
   "use strict";
-  var match = window.location.pathname.match(/^\/study\/([0-9.]{1,64})$/);
-  if (!match || !window.imageQueue || !window.imageCache || !window.apiFetch) return;
-  var here = window.location.pathname;
-  var base = "/api/pacs/studies/" + match[1];
-  var POLL_MS = 2000,
-    WORKERS = 5,
-    PAGE = 500;
-  var started = new Set(); // series whose images are queued
-  var room = 0;
-  var state = { queued: 0, fetched: 0, cached: 0, failed: 0, full: false };
-  window.studyPrefetch = state; // for tests and benchmarks
 
-  function json(url) {
-    return window.apiFetch(url).then(function (r) {
-      if (!r.ok) {
-        var error = new Error("HTTP " + r.status);
-        error.status = r.status;
-        throw error;
-      }
-      return r.json();
-    });
+  /* Client-side navigation (dcc.Link, the back button): call fn(pathname) now
+   * and after every change of page without a page load.
+   *   fn: function (pathname) called on each page */
+  function onPage(fn) {
+    var last = null;
+    function check() {
+      if (window.location.pathname === last) return;
+      last = window.location.pathname;
+      fn(last);
+    }
+    window.addEventListener("_dashprivate_pushstate", check); // dcc.Link, dcc.Location
+    window.addEventListener("popstate", check);
+    check();
   }
 
-  function listing(series, start, urls) {
-    var url = base + "/series/" + series + "/images/bulk?start=" + start + "&count=" + PAGE;
-    return json(url).then(function (page) {
-      page.images.forEach(function (i) {
-        urls.push(i.imageUrl);
+  /* Study page: once the server has loaded a series, its images come into the
+   * browser's cache too, in the background (lowest priority in the page's
+   * queue), so the viewer opens it with no network for pixels. Up to 80 % of
+   * the cache's budget, leaving room for what the viewer keeps; images already
+   * cached are not asked again. Series follow the server's progress, in display
+   * order; a series whose listing fails is left to the viewer to load. Runs
+   * again when the study page comes back without a page load (the back button
+   * from the viewer); a run stops when the page changes. */
+  (function () {
+    "use strict";
+    if (!window.imageQueue || !window.imageCache || !window.apiFetch) return;
+    var POLL_MS = 2000,
+      WORKERS = 5,
+      PAGE = 500;
+    var runs = 0;
+
+    function json(url) {
+      return window.apiFetch(url).then(function (r) {
+        if (!r.ok) {
+          var error = new Error("HTTP " + r.status);
+          error.status = r.status;
+          throw error;
+        }
+        return r.json();
       });
-      return page.hasMore ? listing(series, start + PAGE, urls) : urls;
-    });
-  }
+    }
 
-  function load(urls) {
-    var next = 0;
-    function worker() {
-      if (next >= urls.length || state.full || window.location.pathname !== here) return null;
-      var url = urls[next++];
-      return window.imageQueue
-        .fetch(url, { priority: window.imageQueue.PRIORITY.BACKGROUND })
+    /* One run for the study page at `here` (its pathname), study `uid`. */
+    function run(here, uid) {
+      var me = ++runs;
+      var base = "/api/pacs/studies/" + uid;
+      var started = new Set(); // series whose images are queued
+      var room = 0;
+      var state = { queued: 0, fetched: 0, cached: 0, failed: 0, full: false };
+      window.studyPrefetch = state; // for tests and benchmarks
+      function alive() {
+        return me === runs && window.location.pathname === here;
+      }
+
+      function listing(series, start, urls) {
+        var url = base + "/series/" + series + "/images/bulk?start=" + start + "&count=" + PAGE;
+        return json(url).then(function (page) {
+          page.images.forEach(function (i) {
+            urls.push(i.imageUrl);
+          });
+          return page.hasMore ? listing(series, start + PAGE, urls) : urls;
+        });
+      }
+
+      function load(urls) {
+        var next = 0;
+        function worker() {
+          if (next >= urls.length || state.full || !alive()) return null;
+          var url = urls[next++];
+          return window.imageQueue
+            .fetch(url, { priority: window.imageQueue.PRIORITY.BACKGROUND })
+            .then(
+              function (r) {
+                if (r.cached) state.cached++;
+                else {
+                  state.fetched++;
+                  room -= r.buffer.byteLength;
+                  if (room <= 0) state.full = true;
+                }
+              },
+              function () {
+                state.failed++;
+              }
+            )
+            .then(worker);
+        }
+        var workers = [];
+        for (var i = 0; i < WORKERS; i++) workers.push(worker());
+        return Promise.all(workers);
+      }
+
+      var chain = Promise.resolve();
+      function poll() {
+        if (state.full || !alive()) return;
+        json(base + "/progress/")
+          .then(function (progress) {
+            progress.series.forEach(function (s) {
+              if (s.state !== "complete" || started.has(s.seriesUid)) return;
+              started.add(s.seriesUid);
+              chain = chain.then(function () {
+                return listing(s.seriesUid, 0, [])
+                  .then(function (urls) {
+                    state.queued += urls.length;
+                    return load(urls);
+                  })
+                  .catch(function () {}); // the viewer loads it when opened
+              });
+            });
+            var moving = progress.series.some(function (s) {
+              return s.state !== "complete" && s.state !== "error";
+            });
+            if (moving) setTimeout(poll, POLL_MS);
+          })
+          .catch(function (error) {
+            // no such study: nothing will ever load (the page says so); stop
+            if (error && error.status === 404) return;
+            setTimeout(poll, POLL_MS * 2);
+          });
+      }
+
+      window.imageCache.summary().then(function (kept) {
+        room = window.imageCache.settings().budgetMB * 1048576 * 0.8 - kept.bytes;
+        state.full = room <= 0;
+        poll();
+      });
+    }
+
+    onPage(function (path) {
+      var match = path.match(/^\/study\/([0-9.]{1,64})$/);
+      if (match) run(path, match[1]);
+    });
+  })();
+
+  /* Study page, once idle: get the viewer's code ready before a card is
+   * clicked. Dash loads plotly.js (~4.5 MB, ~250 ms to evaluate) and the
+   * dcc.Graph and dcc.Slider chunks only when such a component first
+   * appears, i.e. after the click;
+   * here they are loaded (and Plotly's drawing code run once, off screen) while
+   * the user looks at the cards. Dash's Graph uses window.Plotly when it is
+   * there, and webpack takes a chunk already loaded as installed. */
+  (function () {
+    "use strict";
+    var warmed = false;
+
+    function script(src) {
+      return new Promise(function (resolve, reject) {
+        var s = document.createElement("script");
+        s.src = src;
+        s.async = true;
+        s.onload = resolve;
+        s.onerror = reject;
+        document.head.appendChild(s);
+      });
+    }
+
+    /* The viewer's dcc chunks (dcc.Graph, dcc.Slider), next to Dash's dcc
+     * bundle (webpack's public path). */
+    function chunks() {
+      var dcc = document.querySelector("script[src*='/dcc/dash_core_components.']");
+      if (!dcc) return Promise.resolve();
+      var src = dcc.getAttribute("src"),
+        dir = src.slice(0, src.lastIndexOf("/") + 1);
+      return Promise.all([script(dir + "async-graph.js"), script(dir + "async-slider.js")]);
+    }
+
+    /* Draw an empty figure once off screen: Plotly's code compiled now. */
+    function drawOnce() {
+      var div = document.createElement("div");
+      div.style.cssText = "position:fixed;left:-10000px;top:0;width:200px;height:200px";
+      document.body.appendChild(div);
+      var axis = { range: [-0.5, 9.5], visible: false };
+      return window.Plotly.newPlot(
+        div,
+        [],
+        { xaxis: axis, yaxis: axis, margin: { l: 0, r: 0, t: 0, b: 0 }, dragmode: "pan" },
+        { displayModeBar: false }
+      ).then(function () {
+        window.Plotly.purge(div);
+        div.remove();
+      });
+    }
+
+    function warm() {
+      if (warmed || !/^\/study\//.test(window.location.pathname)) return;
+      warmed = true;
+      var plotly = window.Plotly || !window._dashPlotlyJSURL ? Promise.resolve() : script(window._dashPlotlyJSURL);
+      window.plotlyWarm = Promise.all([plotly, chunks()]) // for tests and benchmarks
+        .then(function () {
+          return window.Plotly ? drawOnce() : null;
+        })
         .then(
-          function (r) {
-            if (r.cached) state.cached++;
-            else {
-              state.fetched++;
-              room -= r.buffer.byteLength;
-              if (room <= 0) state.full = true;
-            }
+          function () {
+            return true;
           },
           function () {
-            state.failed++;
+            return false; // the viewer loads them itself, as without this
           }
-        )
-        .then(worker);
+        );
     }
-    var workers = [];
-    for (var i = 0; i < WORKERS; i++) workers.push(worker());
-    return Promise.all(workers);
-  }
 
-  var chain = Promise.resolve();
-  function poll() {
-    if (state.full || window.location.pathname !== here) return;
-    json(base + "/progress/")
-      .then(function (progress) {
-        progress.series.forEach(function (s) {
-          if (s.state !== "complete" || started.has(s.seriesUid)) return;
-          started.add(s.seriesUid);
-          chain = chain.then(function () {
-            return listing(s.seriesUid, 0, [])
-              .then(function (urls) {
-                state.queued += urls.length;
-                return load(urls);
-              })
-              .catch(function () {}); // the viewer loads it when opened
-          });
-        });
-        var moving = progress.series.some(function (s) {
-          return s.state !== "complete" && s.state !== "error";
-        });
-        if (moving) setTimeout(poll, POLL_MS);
-      })
-      .catch(function (error) {
-        // no such study: nothing will ever load (the page says so); stop
-        if (error && error.status === 404) return;
-        setTimeout(poll, POLL_MS * 2);
-      });
-  }
+    /* After the study page's first images (the first-paint copy gone), idle. */
+    function whenSettled() {
+      if (warmed || !/^\/study\//.test(window.location.pathname)) return;
+      if (document.getElementById("first-paint") || !window._dashPlotlyJSURL) {
+        setTimeout(whenSettled, 100);
+        return;
+      }
+      if (window.requestIdleCallback) window.requestIdleCallback(warm, { timeout: 2000 });
+      else setTimeout(warm, 200);
+    }
 
-  window.imageCache.summary().then(function (kept) {
-    room = window.imageCache.settings().budgetMB * 1048576 * 0.8 - kept.bytes;
-    state.full = room <= 0;
-    poll();
-  });
+    onPage(whenSettled);
+  })();
+
+  /* A click on a series card: the viewer will ask for the series' first
+   * image (the card's thumbnail, as a raw frame); its read from IndexedDB
+   * starts now, while Dash fetches and draws the viewer's layout. */
+  document.addEventListener(
+    "click",
+    function (event) {
+      // event: any click; only a plain click on a card's link counts
+      if (event.button !== 0 || event.metaKey || event.ctrlKey || event.shiftKey || event.altKey) return;
+      var link = event.target.closest && event.target.closest("a.thumb-link");
+      var img = link && link.querySelector("img.thumb-img[data-src]");
+      if (!img || !window.imageQueue || !window.imageQueue.expect) return;
+      window.imageQueue.expect(img.getAttribute("data-src").split("/rendered")[0]);
+    },
+    true
+  );
 })();

@@ -2,6 +2,8 @@
  *
  *   imageQueue.fetch(url, {priority, signal, accept}) -> Promise of
  *     {buffer, headers, cached}   (headers: the x-* and content-type ones)
+ *   imageQueue.expect(url): start reading url from the cache now, for a
+ *     fetch(url) about to come
  *
  * The browser's cache first (assets/imagecache.js: no network, no slot), else
  * the server, and what arrives is stored in that cache. At most MAX_IN_FLIGHT
@@ -204,10 +206,11 @@
           else reject(abortError()); // still asking the cache
         });
       }
-      cache()
-        .then(function (c) {
-          return c ? c.get(url).catch(function () {}) : null;
-        })
+      var early = expected.get(url);
+      expected.delete(url);
+      (early || cache().then(function (c) {
+        return c ? c.get(url).catch(function () {}) : null;
+      }))
         .then(function (hit) {
           if (job.cancelled) return;
           if (hit) {
@@ -218,6 +221,21 @@
           pump();
         });
     });
+  }
+
+  /* A hint: `url` will be asked for in a moment (a click that opens the
+   * viewer): its read from the browser's cache starts now, and the next
+   * fetch(url) within a few seconds takes that read instead of its own. */
+  var expected = new Map(); // url -> Promise of a cache hit or null
+  function expect(url) {
+    if (expected.has(url)) return;
+    var read = cache().then(function (c) {
+      return c ? c.get(url).catch(function () {}) : null;
+    });
+    expected.set(url, read);
+    setTimeout(function () {
+      if (expected.get(url) === read) expected.delete(url);
+    }, 5000);
   }
 
   // -- thumbnails ----------------------------------------------------------------
@@ -282,6 +300,7 @@
     PRIORITY: PRIORITY,
     MAX_IN_FLIGHT: MAX_IN_FLIGHT,
     fetch: request,
+    expect: expect,
     thumbnail: thumbnail,
     stats: function () {
       return Object.assign({ inFlight: running.size, waiting: waiting.length }, figures);

@@ -61,6 +61,8 @@
       bytes: 0,
       inflight: new Map(), // index -> AbortController
       peakInFlight: 0,
+      hits: 0, // images of this viewer answered by the browser's cache
+      looked: 0, // of images received
       failed: new Map(), // index -> {error}: given up
       window: cfg.window, // [centre, width], null until the first frame
       preset: cfg.window ? "custom" : "default",
@@ -130,7 +132,8 @@
       });
     });
     new ResizeObserver(function () {
-      if (V && V.gd === gd && window.Plotly) window.Plotly.Plots.resize(gd);
+      // (not once the page is gone: the back button leaves V until the next open)
+      if (alive() && V.gd === gd && window.Plotly) window.Plotly.Plots.resize(gd);
     }).observe(V.viewport);
     blit();
   }
@@ -249,12 +252,16 @@
           : q.PRIORITY.BACKGROUND + rank / 1e6;
     V.inflight.set(index, ctl);
     V.peakInFlight = Math.max(V.peakInFlight, V.inflight.size);
+    var cached = false;
     q.fetch(V.cfg.urls[index], { priority: priority, signal: ctl.signal })
       .then(function (r) {
+        cached = r.cached;
         return decode(r.buffer, headerMap(r.headers));
       })
       .then(function (img) {
         if (!V || V.id !== owner || V.inflight.get(index) !== ctl) return;
+        V.looked++;
+        if (cached) V.hits++;
         V.inflight.delete(index);
         V.failed.delete(index);
         V.images.set(index, img);
@@ -287,10 +294,11 @@
 
   function showCacheRate() {
     showMemory();
-    var el = document.getElementById("cache-hit-rate"),
-      stats = window.imageCache && window.imageCache.stats();
-    if (!el || !stats || stats.hitRate === null) return;
-    var text = "cache " + Math.round(100 * stats.hitRate) + " %";
+    // this viewer's own images: the page's cache may have served others
+    // before (the study page, when the viewer came by client-side navigation)
+    var el = document.getElementById("cache-hit-rate");
+    if (!el || !V || !V.looked) return;
+    var text = "cache " + Math.round((100 * V.hits) / V.looked) + " %";
     if (el.textContent !== text) el.textContent = text;
   }
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from html import escape
 
 import dash_bootstrap_components as dbc
-from dash import html
+from dash import dcc, html
 
 from services.loader import SeriesProgress
 from services.models import ImageRef, SeriesSummary
@@ -88,7 +88,9 @@ def series_card(
     number = f"#{series.series_number}" if series.series_number is not None else "#–"
     return dbc.Card(
         [
-            html.A(
+            # dcc.Link: the viewer opens without a page load (Dash's bundles,
+            # plotly.js warmed by assets/app.js and IndexedDB stay as they are)
+            dcc.Link(
                 html.Div(
                     html.Img(
                         # loaded by assets/imagequeue.js (queue and browser cache)

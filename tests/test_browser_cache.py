@@ -370,3 +370,53 @@ def test_cache010_after_a_browser_restart_the_study_needs_no_pixel_requests(
     assert again["cached"] == images and again["fetched"] == 0
     assert thumbs == len(study.series)
     assert image_requests.total == 0  # not one thumbnail or frame from the server
+
+
+def test_cache011_a_card_opens_its_cached_series_without_a_page_load(
+    dash_br, live_app, corpus, image_requests
+):
+    """A click on a study card opens the viewer by client-side navigation
+    (dcc.Link: the same document, plotly.js already loaded by the study page
+    while idle), the first image comes from IndexedDB with not one pixel
+    request, and the browser's Back button brings the study page back, whose
+    background loading runs again (from the cache)."""
+    study, series = corpus.demo, corpus.demo.series[2]
+    images = sum(s.image_count for s in study.series)
+    driver = dash_br.driver
+    sign_in(dash_br, live_app, f"/study/{study.study_uid}")
+    prefetch_done(dash_br, images)
+    assert run(dash_br, "window.plotlyWarm.then(done);") is True
+    assert driver.execute_script("return typeof window.Plotly") == "object"
+    run(dash_br, "window.imageCache.idle().then(() => done());")
+    # a mark that a page load would erase; the resource log from now on
+    since = driver.execute_script(
+        "window.__samePage = 1; window.studyPrefetch.old = true;"
+        " return performance.now();"
+    )
+    image_requests.reset()
+    link = dash_br.find_element(
+        f"#series-grid a.thumb-link[href='/viewer/{study.study_uid}/{series.series_uid}']"
+    )
+    link.click()
+    until(dash_br, f"s.shown === 1 && s.loaded.length === {series.image_count}")
+    assert driver.execute_script("return window.__samePage") == 1
+    asked = driver.execute_script(
+        "return performance.getEntriesByType('resource')"
+        ".filter(e => e.startTime >= arguments[0] && /\\/frames\\/\\d+/.test(e.name))"
+        ".map(e => e.name)",
+        since,
+    )
+    assert asked == []
+    assert image_requests.total == 0
+    dash_br.wait_for_text_to_equal("#cache-hit-rate", "cache 100 %")
+    # Back: the study page without a page load, its loading again, all cached
+    driver.back()
+    dash_br.wait_for_element("#series-grid", timeout=10)
+    WebDriverWait(driver, 10, poll_frequency=0.05).until(
+        lambda d: d.execute_script("return !window.studyPrefetch.old")
+    )  # a new run of the study page's loading
+    figures = prefetch_done(dash_br, images)
+    assert figures["cached"] == images and figures["fetched"] == 0
+    assert driver.execute_script("return window.__samePage") == 1
+    assert image_requests.total == 0
+    assert dash_br.get_logs() == []
