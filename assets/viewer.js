@@ -81,6 +81,8 @@
       sensitivity: readSensitivity(cfg.user),
       wheelAcc: 0,
       focusSent: cfg.start || 1,
+      sliderAt: cfg.start || 1, // the value the slider shows (pushed or moved)
+      pushing: false, // a push to Dash is due after the next paint
       echoes: new Map(), // slider value -> when we pushed it (not yet echoed)
       infoShown: false,
       urlTimer: null,
@@ -146,8 +148,31 @@
     if (n !== V.n) V.direction = n > V.n ? 1 : -1;
     V.n = n;
     draw(perf);
+    if (fromSlider) V.sliderAt = n;
+    if (!V.images.has(n - 1)) schedule(); // the user waits for this one: ask now
+    afterPaint();
+  }
+
+  /* What a step tells Dash, the loader and the URL, once per frame and after
+   * it is painted: no Dash render between an input event and its frame. */
+  function afterPaint() {
+    if (V.pushing) return;
+    V.pushing = true;
+    var id = V.id;
+    requestAnimationFrame(function () {
+      setTimeout(function () {
+        if (!V || V.id !== id) return;
+        V.pushing = false;
+        pushPosition();
+      }, 0);
+    });
+  }
+
+  function pushPosition() {
+    var n = V.n;
     setProps("image-counter", { children: n + " / " + V.total });
-    if (!fromSlider) {
+    if (V.sliderAt !== n) {
+      V.sliderAt = n;
       V.echoes.set(n, performance.now());
       setProps("viewer-slider", { value: n });
     }
@@ -249,7 +274,7 @@
           : q.PRIORITY.BACKGROUND + rank / 1e6;
     V.inflight.set(index, ctl);
     V.peakInFlight = Math.max(V.peakInFlight, V.inflight.size);
-    q.fetch(V.cfg.urls[index], { priority: priority, signal: ctl.signal })
+    q.fetch(V.cfg.urls[index], { priority: priority, signal: ctl.signal, worker: true })
       .then(function (r) {
         return decode(r.buffer, headerMap(r.headers));
       })
@@ -441,9 +466,16 @@
       perf.drawn = performance.now();
       perf.shown = V.shown === index;
       window.viewerPerf.push(perf);
-      setTimeout(function () {
+      var painted = function () {
         perf.painted = performance.now(); // after this frame's rendering
-      }, 0);
+      };
+      // from an animation frame callback: after this frame; else after the
+      // next one (when this is a frame's input, a frame late at worst)
+      if (perf.inFrame) setTimeout(painted, 0);
+      else
+        requestAnimationFrame(function () {
+          setTimeout(painted, 0);
+        });
     }
   }
 
@@ -690,7 +722,7 @@
       }
       if (V.images.has(next - 1)) {
         V.direction = 1;
-        go(next, window.viewerPerf ? { kind: "cine", event: ts } : undefined);
+        go(next, window.viewerPerf ? { kind: "cine", event: ts, inFrame: true } : undefined);
         V.lastCine = ts - V.lastCine > 2 * interval ? ts : V.lastCine + interval;
       }
     }
@@ -897,19 +929,32 @@
       V.wheelAcc += (delta / WHEEL_NOTCH) * V.sensitivity;
       if (window.viewerPerf && !wheelPerf) wheelPerf = { kind: "wheel", event: event.timeStamp };
       if (wheelFrame === null) {
+        // Chrome hands wheel events to the page at the start of a frame: the
+        // first one since the last frame is drawn at once, in this frame;
+        // more before the next frame add up and are drawn together
+        applyWheel(false);
         wheelFrame = requestAnimationFrame(function () {
           wheelFrame = null;
-          if (!V) return;
-          var steps = V.wheelAcc > 0 ? Math.floor(V.wheelAcc) : Math.ceil(V.wheelAcc);
-          V.wheelAcc -= steps;
-          var perf = wheelPerf;
-          wheelPerf = null;
-          if (steps) go(V.n + steps, perf || undefined);
+          applyWheel(true);
+          wheelPerf = null; // (part of a step: not timed)
         });
       }
     },
     { passive: false }
   );
+
+  /* The whole steps the wheel has added up; inFrame: called from an
+   * animation frame callback (for the benchmark's records). */
+  function applyWheel(inFrame) {
+    if (!V) return;
+    var steps = V.wheelAcc > 0 ? Math.floor(V.wheelAcc) : Math.ceil(V.wheelAcc);
+    if (!steps) return;
+    V.wheelAcc -= steps;
+    var perf = wheelPerf;
+    wheelPerf = null;
+    if (perf) perf.inFrame = inFrame;
+    go(V.n + steps, perf || undefined);
+  }
 
   /* Right-drag: window (horizontal: width, vertical: centre), captured before
    * Plotly's drag layer sees it. */

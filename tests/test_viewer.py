@@ -390,7 +390,7 @@ def test_view008_preloads_neighbours_first_and_at_most_5_in_flight(
     until(dash_br, f"s.loaded.length === {series.image_count}", what="all loaded")
     # the browser's own log: +-3 asked before anything else ...
     asked = dash_br.driver.execute_script(
-        "return performance.getEntriesByType('resource')"
+        "return window.imageQueue.entries()"
         ".filter(e => /\\/frames\\/\\d+$/.test(e.name))"
         ".sort((a, b) => a.startTime - b.startTime).map(e => new URL(e.name).pathname)"
     )
@@ -400,7 +400,7 @@ def test_view008_preloads_neighbours_first_and_at_most_5_in_flight(
     # ... and never more than 5 requests in flight from the page
     overlap = dash_br.driver.execute_script(
         """
-        const spans = performance.getEntriesByType('resource')
+        const spans = window.imageQueue.entries()
           .filter(e => /\\/frames\\/\\d+$/.test(e.name))
           .map(e => [e.startTime, e.responseEnd]);
         const edges = spans.flatMap(([a, b]) => [[a, 1], [b, -1]])
