@@ -128,6 +128,7 @@
         accept: job.accept,
         store: store,
         settings: store ? c.settings() : null,
+        urgent: job.priority < PRIORITY.THUMBNAIL, // the image shown, its neighbours
       });
     }).catch(function (err) {
       storing.delete(id);

@@ -8,7 +8,8 @@
  * new Worker("/assets/imageworker.js").
  *
  * Messages from the page:
- *   {type: "fetch", id, url, accept, store, settings}  store: write the cache
+ *   {type: "fetch", id, url, accept, store, settings, urgent}  store: write
+ *       the cache; urgent: the image shown or a neighbour (writes wait)
  *   {type: "abort", id}
  * to the page:
  *   {id, buffer, headers}          the answer (buffer transferred)
@@ -27,6 +28,7 @@ importScripts("imagecache.js");
   "use strict";
   var cache = self.imageCache;
   var running = new Map(); // id -> AbortController
+  var urgent = new Set(); // ids of the image shown and its neighbours, running
 
   function pick(headers) {
     var out = {};
@@ -40,6 +42,7 @@ importScripts("imagecache.js");
   function fetchOne(m) {
     var ctl = new AbortController();
     running.set(m.id, ctl);
+    if (m.urgent) urgent.add(m.id);
     fetch(m.url, { credentials: "same-origin", signal: ctl.signal, headers: { Accept: m.accept } })
       .then(function (r) {
         if (!r.ok) {
@@ -51,16 +54,7 @@ importScripts("imagecache.js");
           var headers = pick(r.headers);
           var copy = m.store ? buffer.slice(0) : null; // the page gets the original
           self.postMessage({ id: m.id, buffer: buffer, headers: headers }, [buffer]);
-          if (!copy) return;
-          cache.useSettings(m.settings);
-          return cache.put(m.url, copy, headers).then(
-            function () {
-              self.postMessage({ id: m.id, stored: true });
-            },
-            function () {
-              self.postMessage({ id: m.id, stored: false });
-            }
-          );
+          if (copy) later({ m: m, buffer: copy, headers: headers });
         });
       })
       .catch(function (err) {
@@ -68,6 +62,7 @@ importScripts("imagecache.js");
       })
       .then(function () {
         running.delete(m.id);
+        if (urgent.delete(m.id) && !urgent.size && writes.length) setTimeout(writeNext, 0);
       });
   }
 
@@ -84,6 +79,33 @@ importScripts("imagecache.js");
     self.performance.clearResourceTimings(); // (a buffer of 250 by default)
     if (timing.length) self.postMessage({ timing: timing });
   }).observe({ type: "resource" });
+
+  /* Writes wait behind the page's requests: one per task, so that a message
+   * asking for the image the user waits for is read between two, and none
+   * while that image or its neighbours are on their way (a jump). */
+  var writes = [];
+  function later(w) {
+    writes.push(w);
+    if (writes.length === 1) setTimeout(writeNext, 0);
+  }
+  function writeNext() {
+    if (!writes.length || urgent.size) return; // (again when the urgent ones end)
+    var w = writes[0];
+    cache.useSettings(w.m.settings);
+    var report = function (stored) {
+      self.postMessage({ id: w.m.id, stored: stored });
+    };
+    cache.put(w.m.url, w.buffer, w.headers).then(
+      function () {
+        report(true);
+      },
+      function () {
+        report(false);
+      }
+    );
+    writes.shift();
+    if (writes.length) setTimeout(writeNext, 0);
+  }
 
   self.onmessage = function (event) {
     var m = event.data;
