@@ -6,7 +6,10 @@
  * in memory, applies the window through a lookup table and draws on a canvas
  * under the Plotly figure's transparent plot area, at the figure's zoom and
  * pan. Nothing on the scroll path goes to the server or through a Python
- * callback; the counter and slider follow through set_props.
+ * callback; the counter and slider follow through set_props, once per frame
+ * after the paint (a Dash render never sits between an input and its frame).
+ * Frames are fetched and stored by the page's image worker (through the
+ * queue: assets/imagequeue.js, assets/imageworker.js).
  *
  * Loading: the image shown first, then +-3 neighbours, then the rest nearest
  * first in the direction of travel, at most MAX_IN_FLIGHT requests asked of
