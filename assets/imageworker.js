@@ -84,12 +84,15 @@ importScripts("imagecache.js");
    * asking for the image the user waits for is read between two, and none
    * while that image or its neighbours are on their way (a jump). */
   var writes = [];
+  var MAX_HELD = 16;
   function later(w) {
     writes.push(w);
-    if (writes.length === 1) setTimeout(writeNext, 0);
+    if (writes.length === 1 || writes.length > MAX_HELD) setTimeout(writeNext, 0);
   }
   function writeNext() {
-    if (!writes.length || urgent.size) return; // (again when the urgent ones end)
+    // (again when the urgent ones end; a long run of them waits for no more
+    // than MAX_HELD writes, each a frame's copy)
+    if (!writes.length || (urgent.size && writes.length <= MAX_HELD)) return;
     var w = writes[0];
     cache.useSettings(w.m.settings);
     var report = function (stored) {
