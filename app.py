@@ -77,6 +77,8 @@ def create_server(settings: Settings) -> Flask:
 # Loaded in <head>, before the page's body (see head_scripts), not by Dash in
 # the footer: the study page's first-paint thumbnails go through the queue.
 HEAD_SCRIPTS = ("apifetch.js", "imagecache.js", "imagequeue.js")
+# Started by imagequeue.js as a Web Worker, never a page script.
+WORKER_SCRIPTS = ("imageworker.js",)
 
 
 @hooks.index()
@@ -100,7 +102,10 @@ def create_dash_app(settings: Settings | None = None) -> dash.Dash:
         use_pages=True,
         pages_folder=str(ROOT / "pages"),
         assets_folder=str(ROOT / "assets"),
-        assets_ignore="|".join(name.replace(".", r"\.") for name in HEAD_SCRIPTS),
+        assets_ignore="|".join(
+            "^" + name.replace(".", r"\.") + "$"
+            for name in HEAD_SCRIPTS + WORKER_SCRIPTS
+        ),
         title="CT/MR Viewer",
         update_title=None,
         suppress_callback_exceptions=True,

@@ -15,9 +15,15 @@
  *
  * Two stores: "images" holds the bytes, "entries" the small records (size,
  * created, last used) that expiry and eviction walk without loading bytes.
+ *
+ * The same file runs in the page's image worker (assets/imageworker.js,
+ * importScripts): there it stores what the worker fetched, with the page's
+ * settings handed over (a worker has no localStorage), and the page learns of
+ * each write through expect().
  */
 (function () {
   "use strict";
+  var root = typeof window !== "undefined" ? window : self; // page or worker
   var CACHE_VERSION = 1;
   var NAME = "ctmr-images-v" + CACHE_VERSION;
   var DEFAULTS = { expiryHours: 24, budgetMB: 300 };
@@ -33,6 +39,7 @@
   // keys stored, read once at open: a miss answers at once, without queueing
   // behind the writes of images arriving meanwhile
   var known = null;
+  var given = null; // in a worker: the page's settings (no localStorage there)
 
   // -- CRC-32 (IEEE), a table-driven loop: ~1 ms for a 512 x 512 int16 frame
   var TABLE = (function () {
@@ -52,8 +59,9 @@
   }
 
   function settings() {
+    if (given) return Object.assign({}, given);
     try {
-      var saved = JSON.parse(window.localStorage.getItem(SETTINGS_KEY) || "{}");
+      var saved = JSON.parse(root.localStorage.getItem(SETTINGS_KEY) || "{}");
       return {
         expiryHours: saved.expiryHours > 0 ? saved.expiryHours : DEFAULTS.expiryHours,
         budgetMB: saved.budgetMB > 0 ? saved.budgetMB : DEFAULTS.budgetMB,
@@ -86,15 +94,15 @@
   /* Open (creating) this version's database; delete older versions. */
   function open() {
     if (dbPromise) return dbPromise;
-    if (!window.indexedDB) return (dbPromise = Promise.resolve(null));
+    if (!root.indexedDB) return (dbPromise = Promise.resolve(null));
     dbPromise = new Promise(function (resolve) {
-      var req = window.indexedDB.open(NAME, 1);
+      var req = root.indexedDB.open(NAME, 1);
       req.onupgradeneeded = function () {
         var db = req.result;
         db.createObjectStore("images");
         db.createObjectStore("entries", { keyPath: "key" }).createIndex("used", "used");
         db.createObjectStore("meta");
-        for (var v = 0; v < CACHE_VERSION; v++) window.indexedDB.deleteDatabase("ctmr-images-v" + v);
+        for (var v = 0; v < CACHE_VERSION; v++) root.indexedDB.deleteDatabase("ctmr-images-v" + v);
       };
       req.onsuccess = function () {
         var db = req.result;
@@ -293,7 +301,17 @@
     });
   }
 
-  window.imageCache = {
+  /* The page: a write the image worker makes (done: a promise of it). */
+  function expect(key, done) {
+    if (known) known.add(key);
+    var work = done.then(null, function () {}); // (the worker evicted after it)
+    writing.add(work);
+    work.then(function () {
+      writing.delete(work);
+    });
+  }
+
+  root.imageCache = {
     version: CACHE_VERSION,
     get: get,
     put: put,
@@ -302,7 +320,15 @@
     summary: summary,
     evict: evictSoon,
     idle: idle,
+    expect: expect,
+    signingOut: function () {
+      return signingOut;
+    },
     settings: settings,
+    /* The worker: use these settings, not localStorage. */
+    useSettings: function (values) {
+      given = values;
+    },
     configure: function (values) {
       var next = Object.assign(settings(), values || {});
       window.localStorage.setItem(SETTINGS_KEY, JSON.stringify(next));
@@ -319,6 +345,7 @@
   };
 
   // Signing out empties the cache before the server forgets the session.
+  if (typeof document === "undefined") return; // in the worker
   document.addEventListener(
     "click",
     function (event) {

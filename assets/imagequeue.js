@@ -15,6 +15,14 @@
  * and jitter; 429 and 503 honour Retry-After and hold the whole queue that
  * long (the server said it is busy); 4xx answers are final.
  *
+ * A request with the option worker: true (the viewer's frames), and storing
+ * its answer, run in a Web Worker (assets/imageworker.js) when the browser has
+ * one, so that neither reading a response nor its checksum and IndexedDB
+ * write takes the main thread from the viewer; else, or with localStorage
+ * "imageQueue.worker" = "off" (for benchmarks), on the main thread. A 401 is
+ * asked again from the page, which renews the session (assets/apifetch.js).
+ * imageQueue.entries() lists the page's and the worker's resource timing.
+ *
  * Thumbnails: an <img class="thumb-img" data-src="..."> anywhere in the page
  * (the study page's first paint and its Dash cards) is loaded through the
  * queue and the cache and shown from a blob URL; one request per URL.
@@ -33,7 +41,122 @@
   var holdUntil = 0; // 429/503: nothing starts before this (performance.now())
   var holdTimer = null;
   var serial = 0;
-  var figures = { requests: 0, hits: 0, retries: 0, failures: 0, preempted: 0, peak: 0 };
+  var figures = { requests: 0, hits: 0, retries: 0, failures: 0, preempted: 0, peak: 0, viaWorker: 0 };
+
+  // -- the image worker ------------------------------------------------------------
+
+  var worker = startWorker();
+  var asked = new Map(); // worker request id -> {resolve, reject}
+  var storing = new Map(); // worker request id -> resolve(stored)
+  var workerSerial = 0;
+  var workerTiming = []; // the worker's resource timing, in this page's clock
+
+  function startWorker() {
+    try {
+      if (window.localStorage.getItem("imageQueue.worker") === "off") return null;
+      if (!window.Worker || !window.indexedDB) return null;
+      var w = new Worker("/assets/imageworker.js");
+      w.onmessage = fromWorker;
+      w.onerror = function () {
+        worker = null; // the script failed: the page fetches itself from now on
+        asked.forEach(function (p) {
+          p.reject(Object.assign(new Error("worker failed"), { status: 0 }));
+        });
+        asked.clear();
+      };
+      return w;
+    } catch (e) {
+      return null;
+    }
+  }
+
+  /* m: a message of assets/imageworker.js. */
+  function fromWorker(event) {
+    var m = event.data;
+    if (m.timing) {
+      m.timing.forEach(function (e) {
+        ["startTime", "requestStart", "responseEnd"].forEach(function (k) {
+          e[k] -= performance.timeOrigin;
+        });
+        workerTiming.push(e);
+      });
+      if (workerTiming.length > 5000) workerTiming.splice(0, workerTiming.length - 5000);
+      return;
+    }
+    if (m.stored !== undefined) {
+      var done = storing.get(m.id);
+      storing.delete(m.id);
+      if (done) done(m.stored);
+      return;
+    }
+    var p = asked.get(m.id);
+    if (!p) return; // aborted meanwhile
+    asked.delete(m.id);
+    if (m.buffer) return p.resolve({ buffer: m.buffer, headers: m.headers, cached: false });
+    var e = new Error(m.status ? "HTTP " + m.status : m.error);
+    if (m.name === "AbortError") e.name = "AbortError";
+    e.status = m.status || 0;
+    e.retryAfter = m.retryAfter || 0;
+    p.reject(e);
+  }
+
+  /* The request of a started job through the worker, which also stores the
+   * answer (imageCache.expect tells the page's cache). */
+  function viaWorker(job, c) {
+    var id = ++workerSerial;
+    var store = !!c && !c.signingOut();
+    figures.viaWorker++;
+    return new Promise(function (resolve, reject) {
+      asked.set(id, { resolve: resolve, reject: reject });
+      job.ctl.signal.addEventListener("abort", function () {
+        if (!asked.has(id)) return;
+        asked.delete(id);
+        storing.delete(id);
+        if (worker) worker.postMessage({ type: "abort", id: id });
+        reject(abortError());
+      });
+      if (store) {
+        c.expect(
+          job.url,
+          new Promise(function (stored) {
+            storing.set(id, stored);
+          })
+        );
+      }
+      worker.postMessage({
+        type: "fetch",
+        id: id,
+        url: job.url,
+        accept: job.accept,
+        store: store,
+        settings: store ? c.settings() : null,
+        urgent: job.priority < PRIORITY.THUMBNAIL, // the image shown, its neighbours
+      });
+    }).catch(function (err) {
+      storing.delete(id);
+      if (err.status === 401 && !job.ctl.signal.aborted) return viaPage(job, c); // renew
+      throw err;
+    });
+  }
+
+  /* The request of a started job on the main thread; its answer is stored. */
+  function viaPage(job, c) {
+    var get = window.apiFetch || fetch;
+    return get(job.url, { signal: job.ctl.signal, headers: { Accept: job.accept } }).then(function (r) {
+      if (!r.ok) {
+        var e = new Error("HTTP " + r.status);
+        e.status = r.status;
+        var after = Number(r.headers.get("Retry-After"));
+        e.retryAfter = isFinite(after) && after > 0 ? after : 0;
+        throw e;
+      }
+      return r.arrayBuffer().then(function (buffer) {
+        var result = { buffer: buffer, headers: pick(r.headers), cached: false };
+        if (c) c.put(job.url, result.buffer, result.headers).catch(function () {});
+        return result;
+      });
+    });
+  }
 
   var claimed = null;
   function cache() {
@@ -113,26 +236,11 @@
     figures.requests++;
     figures.peak = Math.max(figures.peak, running.size);
     job.ctl = new AbortController();
-    var get = window.apiFetch || fetch;
-    get(job.url, { signal: job.ctl.signal, headers: { Accept: job.accept } })
-      .then(function (r) {
-        if (!r.ok) {
-          var e = new Error("HTTP " + r.status);
-          e.status = r.status;
-          var after = Number(r.headers.get("Retry-After"));
-          e.retryAfter = isFinite(after) && after > 0 ? after : 0;
-          throw e;
-        }
-        return r.arrayBuffer().then(function (buffer) {
-          return { buffer: buffer, headers: pick(r.headers), cached: false };
-        });
-      })
+    var c = window.imageCache || null; // claimed already (request() waited for it)
+    (worker && job.worker ? viaWorker : viaPage)(job, c)
       .then(
         function (result) {
           finish(job);
-          cache().then(function (c) {
-            if (c) c.put(job.url, result.buffer, result.headers).catch(function () {});
-          });
           job.resolve(result);
         },
         function (err) {
@@ -180,6 +288,7 @@
     return out;
   }
 
+  /* url: the image; options: {priority, signal, accept, worker}. */
   function request(url, options) {
     options = options || {};
     var signal = options.signal;
@@ -187,6 +296,7 @@
       url: url,
       priority: options.priority === undefined ? PRIORITY.BACKGROUND : options.priority,
       accept: options.accept || "application/octet-stream",
+      worker: !!options.worker,
       seq: ++serial,
       tries: 0,
       notBefore: 0,
@@ -296,14 +406,40 @@
     attributeFilter: ["data-src"],
   });
 
+  // Signing out: the worker stops at once (no write after the cache is emptied).
+  document.addEventListener(
+    "click",
+    function (event) {
+      var link = event.target.closest && event.target.closest("a[href='/logout']");
+      if (!link || !worker) return;
+      worker.terminate();
+      worker = null;
+      asked.forEach(function (p) {
+        p.reject(Object.assign(new Error("signing out"), { status: 0 }));
+      });
+      asked.clear();
+    },
+    true
+  );
+
   window.imageQueue = {
     PRIORITY: PRIORITY,
     MAX_IN_FLIGHT: MAX_IN_FLIGHT,
     fetch: request,
     expect: expect,
     thumbnail: thumbnail,
+    /* Resource timing of the page and of the worker: {name, startTime,
+     * requestStart, responseEnd} in the page's clock (tests, benchmarks). */
+    entries: function () {
+      return performance
+        .getEntriesByType("resource")
+        .map(function (e) {
+          return { name: e.name, startTime: e.startTime, requestStart: e.requestStart, responseEnd: e.responseEnd };
+        })
+        .concat(workerTiming.slice());
+    },
     stats: function () {
-      return Object.assign({ inFlight: running.size, waiting: waiting.length }, figures);
+      return Object.assign({ inFlight: running.size, waiting: waiting.length, worker: !!worker }, figures);
     },
   };
 })();

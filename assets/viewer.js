@@ -6,7 +6,10 @@
  * in memory, applies the window through a lookup table and draws on a canvas
  * under the Plotly figure's transparent plot area, at the figure's zoom and
  * pan. Nothing on the scroll path goes to the server or through a Python
- * callback; the counter and slider follow through set_props.
+ * callback; the counter and slider follow through set_props, once per frame
+ * after the paint (a Dash render never sits between an input and its frame).
+ * Frames are fetched and stored by the page's image worker (through the
+ * queue: assets/imagequeue.js, assets/imageworker.js).
  *
  * Loading: the image shown first, then +-3 neighbours, then the rest nearest
  * first in the direction of travel, at most MAX_IN_FLIGHT requests asked of
@@ -83,6 +86,8 @@
       sensitivity: readSensitivity(cfg.user),
       wheelAcc: 0,
       focusSent: cfg.start || 1,
+      sliderAt: cfg.start || 1, // the value the slider shows (pushed or moved)
+      pushing: false, // a push to Dash is due after the next paint
       echoes: new Map(), // slider value -> when we pushed it (not yet echoed)
       infoShown: false,
       urlTimer: null,
@@ -149,8 +154,31 @@
     if (n !== V.n) V.direction = n > V.n ? 1 : -1;
     V.n = n;
     draw(perf);
+    if (fromSlider) V.sliderAt = n;
+    if (!V.images.has(n - 1)) schedule(); // the user waits for this one: ask now
+    afterPaint();
+  }
+
+  /* What a step tells Dash, the loader and the URL, once per frame and after
+   * it is painted: no Dash render between an input event and its frame. */
+  function afterPaint() {
+    if (V.pushing) return;
+    V.pushing = true;
+    var id = V.id;
+    requestAnimationFrame(function () {
+      setTimeout(function () {
+        if (!V || V.id !== id) return;
+        V.pushing = false;
+        pushPosition();
+      }, 0);
+    });
+  }
+
+  function pushPosition() {
+    var n = V.n;
     setProps("image-counter", { children: n + " / " + V.total });
-    if (!fromSlider) {
+    if (V.sliderAt !== n) {
+      V.sliderAt = n;
       V.echoes.set(n, performance.now());
       setProps("viewer-slider", { value: n });
     }
@@ -253,7 +281,7 @@
     V.inflight.set(index, ctl);
     V.peakInFlight = Math.max(V.peakInFlight, V.inflight.size);
     var cached = false;
-    q.fetch(V.cfg.urls[index], { priority: priority, signal: ctl.signal })
+    q.fetch(V.cfg.urls[index], { priority: priority, signal: ctl.signal, worker: true })
       .then(function (r) {
         cached = r.cached;
         return decode(r.buffer, headerMap(r.headers));
@@ -449,9 +477,16 @@
       perf.drawn = performance.now();
       perf.shown = V.shown === index;
       window.viewerPerf.push(perf);
-      setTimeout(function () {
+      var painted = function () {
         perf.painted = performance.now(); // after this frame's rendering
-      }, 0);
+      };
+      // from an animation frame callback: after this frame; else after the
+      // next one (when this is a frame's input, a frame late at worst)
+      if (perf.inFrame) setTimeout(painted, 0);
+      else
+        requestAnimationFrame(function () {
+          setTimeout(painted, 0);
+        });
     }
   }
 
@@ -698,7 +733,7 @@
       }
       if (V.images.has(next - 1)) {
         V.direction = 1;
-        go(next, window.viewerPerf ? { kind: "cine", event: ts } : undefined);
+        go(next, window.viewerPerf ? { kind: "cine", event: ts, inFrame: true } : undefined);
         V.lastCine = ts - V.lastCine > 2 * interval ? ts : V.lastCine + interval;
       }
     }
@@ -905,19 +940,32 @@
       V.wheelAcc += (delta / WHEEL_NOTCH) * V.sensitivity;
       if (window.viewerPerf && !wheelPerf) wheelPerf = { kind: "wheel", event: event.timeStamp };
       if (wheelFrame === null) {
+        // Chrome hands wheel events to the page at the start of a frame: the
+        // first one since the last frame is drawn at once, in this frame;
+        // more before the next frame add up and are drawn together
+        applyWheel(false);
         wheelFrame = requestAnimationFrame(function () {
           wheelFrame = null;
-          if (!V) return;
-          var steps = V.wheelAcc > 0 ? Math.floor(V.wheelAcc) : Math.ceil(V.wheelAcc);
-          V.wheelAcc -= steps;
-          var perf = wheelPerf;
-          wheelPerf = null;
-          if (steps) go(V.n + steps, perf || undefined);
+          applyWheel(true);
+          wheelPerf = null; // (part of a step: not timed)
         });
       }
     },
     { passive: false }
   );
+
+  /* The whole steps the wheel has added up; inFrame: called from an
+   * animation frame callback (for the benchmark's records). */
+  function applyWheel(inFrame) {
+    if (!V) return;
+    var steps = V.wheelAcc > 0 ? Math.floor(V.wheelAcc) : Math.ceil(V.wheelAcc);
+    if (!steps) return;
+    V.wheelAcc -= steps;
+    var perf = wheelPerf;
+    wheelPerf = null;
+    if (perf) perf.inFrame = inFrame;
+    go(V.n + steps, perf || undefined);
+  }
 
   /* Right-drag: window (horizontal: width, vertical: centre), captured before
    * Plotly's drag layer sees it. */

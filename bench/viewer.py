@@ -59,6 +59,18 @@ animation frames (``PerformanceObserver`` type ``long-animation-frame``).
    (the renderer with the most private memory) and of every Chromium process.
    The JS heap does not hold ArrayBuffer contents (the decoded frames): the
    process figures do.
+7. **Bulk loading** (issue #9): the ``big`` series from the server into a
+   fresh page (browser cache and IndexedDB emptied), opened at image 1 until
+   the preload settles, then End until it settles again; the page's
+   main-thread long tasks (``PerformanceObserver`` ``longtask``) and long
+   animation frames from the navigation on, and CDP ``Performance.getMetrics``
+   ``TaskDuration`` / ``ScriptDuration`` (the page's main thread) over the two
+   loads; once per ``--runs``.
+
+Parts 3 and 7 run once per ``--modes`` entry: ``worker`` (the image requests,
+their checksum and IndexedDB writes in the page's Web Worker,
+``assets/imageworker.js``) and ``page`` (all on the main thread; localStorage
+``imageQueue.worker`` = ``off``), in the same run.
 
 Figures: median and p95 (nearest rank) of the pooled samples of ``--runs``
 repetitions of parts 1, 2, 4 and 5 on the same loaded page. Targets (issue
@@ -72,6 +84,7 @@ Run from the project root::
     .venv/bin/python -m bench.viewer                 # about 1.5 minutes
     .venv/bin/python -m bench.viewer --runs 2 --jumps 16   # about 2.5 minutes
     .venv/bin/python -m bench.viewer --skip memory --skip baseline
+    .venv/bin/python -m bench.viewer --modes worker,page --skip wheel --skip cine
 """
 
 from __future__ import annotations
@@ -109,6 +122,7 @@ MB = 1e6  # figures in MB (10^6 bytes); the viewer's budget is 128 MiB = 134.2 M
 RECORDER = r"""
 (() => {
   if (window.__bench) return;
+  performance.setResourceTimingBufferSize(10000);  // (250 by default)
   const b = window.__bench = {wheel: 0, enter: null, keys: [], watchKeys: false, loaf: []};
   window.addEventListener('wheel', () => { b.wheel += 1; }, {capture: true, passive: true});
   window.addEventListener('keydown', (e) => {
@@ -140,6 +154,14 @@ RECORDER = r"""
       }
     }).observe({type: 'long-animation-frame', buffered: true});
   } catch (err) { b.loafError = String(err); }
+  b.longtask = [];
+  try {
+    new PerformanceObserver((list) => {
+      for (const e of list.getEntries()) {
+        b.longtask.push({start: e.startTime, duration: e.duration});
+      }
+    }).observe({type: 'longtask', buffered: true});
+  } catch (err) { b.longtaskError = String(err); }
 })();
 """
 
@@ -206,7 +228,9 @@ const start = performance.now(), out = {shown: null, next: null, prev: null};
 RESOURCES = r"""
 const [paths, since] = arguments;
 const out = {};
-for (const e of performance.getEntriesByType('resource')) {
+const all = window.imageQueue && window.imageQueue.entries
+  ? window.imageQueue.entries() : performance.getEntriesByType('resource');
+for (const e of all) {
   const p = new URL(e.name).pathname;
   if (paths.includes(p) && e.startTime >= since) {
     out[p] = {start: e.startTime, requestStart: e.requestStart, end: e.responseEnd};
@@ -333,6 +357,22 @@ requestAnimationFrame(function f(t) {
 """
 
 LOAF = "return (window.__bench.loaf || []).filter(e => e.start >= arguments[0]);"
+
+# where the page's image requests run (assets/imagequeue.js): "worker" or "page"
+MODE = r"""
+const mode = arguments[0];
+if (mode === 'page') localStorage.setItem('imageQueue.worker', 'off');
+else localStorage.removeItem('imageQueue.worker');
+"""
+
+# main-thread long tasks and long animation frames since ``since``
+LONG = r"""
+const since = arguments[0], b = window.__bench;
+return {longtask: (b.longtask || []).filter(e => e.start >= since),
+        loaf: (b.loaf || []).filter(e => e.start >= since),
+        errors: [b.longtaskError || null, b.loafError || null],
+        queue: window.imageQueue ? window.imageQueue.stats() : null};
+"""
 
 
 # -- browser ---------------------------------------------------------------------
@@ -760,6 +800,62 @@ def part_window(driver, args, presets: dict) -> dict:
     )
 
 
+def set_mode(driver, base: str, mode: str) -> None:
+    """Image requests in the page's worker or on its main thread from the next
+    page on (a localStorage switch read by assets/imagequeue.js)."""
+    if not driver.current_url.startswith(base):
+        driver.get(base + "/")
+    driver.execute_script(MODE, mode)
+
+
+def main_thread_seconds(driver) -> dict:
+    """Chromium's cumulative main-thread figures of the page (CDP metrics, s)."""
+    metrics = driver.execute_cdp_cmd("Performance.getMetrics", {})["metrics"]
+    names = ("TaskDuration", "ScriptDuration")
+    return {m["name"]: m["value"] for m in metrics if m["name"] in names}
+
+
+def part_bulk(driver, args, base, study_uid, series_uid, mode: str) -> dict:
+    """Issue #9: main-thread long tasks while the ``big`` series loads from the
+    server into a fresh page (browser cache and IndexedDB empty): opened at
+    image 1 until the preload settles, then End until it settles again."""
+    set_mode(driver, base, mode)
+    driver.execute_async_script(
+        "const done = arguments[arguments.length - 1];"
+        "window.imageCache.clear().then(() => done(true), () => done(false));"
+    )
+    open_viewer(driver, base, study_uid, series_uid, fresh=True)
+    before = main_thread_seconds(driver)
+    since = now_ms(driver)  # the page's own start is not the bulk load
+    page_start = driver.execute_script(LONG, 0)
+    t0 = time.monotonic()
+    settle(driver, args.part_timeout)
+    first_s = time.monotonic() - t0 - 2.0
+    from selenium.webdriver.common.keys import Keys
+
+    press(driver, Keys.END)
+    t1 = time.monotonic()
+    settle(driver, args.part_timeout)
+    end_s = time.monotonic() - t1 - 2.0
+    after = main_thread_seconds(driver)
+    long = driver.execute_script(LONG, since)
+    frames = driver.execute_script(
+        "return window.imageQueue.entries()"
+        ".filter(e => /\\/frames\\/\\d+$/.test(e.name)).length"
+    )
+    return dict(
+        mode=mode,
+        first_s=first_s,
+        end_s=end_s,
+        frames=frames,
+        held=len(state(driver)["loaded"]),
+        task_s=after.get("TaskDuration", 0) - before.get("TaskDuration", 0),
+        script_s=after.get("ScriptDuration", 0) - before.get("ScriptDuration", 0),
+        start_longtask=[e for e in page_start["longtask"] if e["start"] < since],
+        **long,
+    )
+
+
 def jump_targets(total: int, count: int) -> list[int]:
     """Far images (>= 1/8 of the series from image 1), spread over the series."""
     lo, hi = max(3, total // 8), total - 2
@@ -911,6 +1007,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--part-timeout", type=float, default=120.0, help="s")
     parser.add_argument("--skip", action="append", default=[], help="part to skip")
     parser.add_argument("--inproc-proxy", action="store_true")
+    parser.add_argument(
+        "--modes",
+        default="worker,page",
+        help="where image requests run for the jump and bulk parts: worker,page",
+    )
     args = parser.parse_args(argv)
     if not 1 <= args.runs <= 10:
         parser.error("--runs must be 1..10")
@@ -1024,9 +1125,11 @@ def main(argv: list[str] | None = None) -> int:
                     window_runs.append(part_window(driver, args, presets))
                     print(f"  run {run} window done; load {load_note()}", flush=True)
             loads.append(f"after parts 1, 2, 4, 5 {load_note()}")
-        jumps: list[dict] = []
-        if "jump" not in args.skip:
-            jumps = part_jumps(
+        modes = [m for m in args.modes.split(",") if m]
+        jumps: dict[str, list[dict]] = {}
+        for mode in modes if "jump" not in args.skip else []:
+            set_mode(driver, served.url, mode)
+            jumps[mode] = part_jumps(
                 driver,
                 args,
                 served.url,
@@ -1034,7 +1137,24 @@ def main(argv: list[str] | None = None) -> int:
                 big.series_uid,
                 urls[big.series_uid],
             )
-            loads.append(f"after the jumps {load_note()}")
+            loads.append(f"after the jumps ({mode}) {load_note()}")
+        bulk: list[dict] = []
+        for _ in range(args.runs if "bulk" not in args.skip else 0):
+            for mode in modes:
+                bulk.append(
+                    part_bulk(
+                        driver, args, served.url, study.study_uid, big.series_uid, mode
+                    )
+                )
+                b = bulk[-1]
+                print(
+                    f"  bulk ({mode}): {b['frames']} frames, {len(b['longtask'])} "
+                    f"long tasks, main thread {b['task_s']:.2f} s; load {load_note()}",
+                    flush=True,
+                )
+            loads.append(f"after the bulk loads {load_note()}")
+        if modes:
+            set_mode(driver, served.url, modes[0])
         memory = None
         if "memory" not in args.skip:
             driver.quit()
@@ -1050,6 +1170,7 @@ def main(argv: list[str] | None = None) -> int:
             cine=cine_runs,
             window=window_runs,
             jumps=jumps,
+            bulk=bulk,
             memory=memory,
         )
         report(args, machine, loads, setup_s, study, results)
@@ -1210,7 +1331,16 @@ def report(args, machine, loads, setup_s, study, results) -> None:
                     f"{loaf_note(b['loaf_image'])}"
                 )
 
-    jumps = results["jumps"]
+    for mode, jumps in results["jumps"].items():
+        report_jumps(jumps, big, mode)
+    if results["cine"]:
+        report_cine(results["cine"], small, args)
+    report_rest(results, big)
+    if results["bulk"]:
+        report_bulk(results["bulk"], big)
+
+
+def report_jumps(jumps, big, mode) -> None:
     if jumps:
         done = [j for j in jumps if not j.get("timeout")]
 
@@ -1251,7 +1381,8 @@ def report(args, machine, loads, setup_s, study, results) -> None:
         print()
         print(
             f"## 3. After a jump with #image-goto (ms from the Enter; fresh page, "
-            f"{big.image_count}-image series held by the server only)"
+            f"{big.image_count}-image series held by the server only; requests "
+            f"in the {mode})"
         )
         print(table(["figure", "jumps", "median", "p95"], rows))
         print()
@@ -1265,8 +1396,82 @@ def report(args, machine, loads, setup_s, study, results) -> None:
             f"target k +- 1 <= 50 ms (PRD < 200 ms)"
         )
         print(f"long frames: {loaf_note([f for j in jumps for f in j['loaf']])}")
+        print(
+            json.dumps(
+                {
+                    "jumps_raw": [
+                        {
+                            k: (round(v, 1) if isinstance(v, float) else v)
+                            for k, v in j.items()
+                            if k in ("k", "shown", "next", "prev", "timeout", "stuck")
+                        }
+                        for j in jumps
+                    ]
+                }
+            )
+        )
 
-    cine_runs = results["cine"]
+
+def report_bulk(bulk, big) -> None:
+    rows = []
+    for b in bulk:
+        lt = sorted(e["duration"] for e in b["longtask"])
+        lf = b["loaf"]
+        rows.append(
+            [
+                b["mode"],
+                f"{b['frames']} ({b['held']} held)",
+                f"{b['first_s']:.1f} + {b['end_s']:.1f}",
+                len(lt),
+                f"{sum(lt):.0f}",
+                f"{sum(max(0, d - 50) for d in lt):.0f}",
+                f"{lt[-1]:.0f}" if lt else "-",
+                len(lf),
+                f"{sum(e['blocking'] or 0 for e in lf):.0f}",
+                f"{max((e['duration'] for e in lf), default=0):.0f}" if lf else "-",
+                f"{b['task_s'] * 1000:.0f}",
+                f"{b['script_s'] * 1000:.0f}",
+            ]
+        )
+    print()
+    print(
+        f"## 7. Bulk loading (issue #9): the {big.image_count}-image series from the "
+        "server into a fresh page (opened at 1 until the preload settles, then End "
+        "until it settles); main-thread figures of the page from the first image "
+        "painted on, ms"
+    )
+    print(
+        table(
+            [
+                "requests in",
+                "frames fetched",
+                "settled s (1 + End)",
+                "long tasks",
+                "their ms",
+                "blocking ms (> 50)",
+                "longest",
+                "long anim. frames",
+                "LoAF blocking ms",
+                "longest LoAF",
+                "main-thread task ms (CDP)",
+                "script ms (CDP)",
+            ],
+            rows,
+        )
+    )
+    errors = {e for b in bulk for e in b["errors"] if e}
+    if errors:
+        print(f"observer errors: {errors}")
+    starts = [sum(e["duration"] for e in b["start_longtask"]) for b in bulk]
+    print(
+        "before (the page's start up to the first image, not counted): long tasks "
+        f"{', '.join(f'{v:.0f}' for v in starts)} ms"
+    )
+    q = bulk[-1]["queue"] or {}
+    print(f"last run's queue: {q}")
+
+
+def report_cine(cine_runs, small, args) -> None:
     if cine_runs:
         rows = []
         for fps in (30, 60):
@@ -1332,6 +1537,8 @@ def report(args, machine, loads, setup_s, study, results) -> None:
                 f"{loaf_note(c[60]['loaf'])}"
             )
 
+
+def report_rest(results, big) -> None:
     window_runs = results["window"]
     if window_runs:
         keys = [r for w in window_runs for r in w["keys"] if r.get("painted")]
@@ -1419,21 +1626,6 @@ def report(args, machine, loads, setup_s, study, results) -> None:
         )
         print(f"long frames during cine: {loaf_note(memory['loaf'])}")
         print("target: <= 250 MB (PRD < 500 MB)")
-    print()
-    print(
-        json.dumps(
-            {
-                "jumps_raw": [
-                    {
-                        k: (round(v, 1) if isinstance(v, float) else v)
-                        for k, v in j.items()
-                        if k in ("k", "shown", "next", "prev", "timeout", "stuck")
-                    }
-                    for j in jumps
-                ]
-            }
-        )
-    )
 
 
 if __name__ == "__main__":

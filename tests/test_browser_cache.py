@@ -13,8 +13,9 @@ from selenium.webdriver.support.ui import WebDriverWait
 from tests.conftest import sign_in
 from tests.test_viewer import keys, open_series, state, until
 
+# the page's and its image worker's requests (assets/imagequeue.js)
 FRAMES = (
-    "return performance.getEntriesByType('resource')"
+    "return window.imageQueue.entries()"
     ".filter(e => /\\/frames\\/\\d+$/.test(e.name)).map(e => new URL(e.name).pathname)"
 )
 

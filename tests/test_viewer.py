@@ -390,7 +390,7 @@ def test_view008_preloads_neighbours_first_and_at_most_5_in_flight(
     until(dash_br, f"s.loaded.length === {series.image_count}", what="all loaded")
     # the browser's own log: +-3 asked before anything else ...
     asked = dash_br.driver.execute_script(
-        "return performance.getEntriesByType('resource')"
+        "return window.imageQueue.entries()"
         ".filter(e => /\\/frames\\/\\d+$/.test(e.name))"
         ".sort((a, b) => a.startTime - b.startTime).map(e => new URL(e.name).pathname)"
     )
@@ -400,7 +400,7 @@ def test_view008_preloads_neighbours_first_and_at_most_5_in_flight(
     # ... and never more than 5 requests in flight from the page
     overlap = dash_br.driver.execute_script(
         """
-        const spans = performance.getEntriesByType('resource')
+        const spans = window.imageQueue.entries()
           .filter(e => /\\/frames\\/\\d+$/.test(e.name))
           .map(e => [e.startTime, e.responseEnd]);
         const edges = spans.flatMap(([a, b]) => [[a, 1], [b, -1]])
@@ -507,3 +507,118 @@ def test_view013_cine_speed_from_the_frame_time():
     assert cine_fps(meta(None)) == DEFAULT_FPS == 24
     assert cine_fps(meta(5.0)) == 60  # capped
     assert cine_fps(meta(5000.0)) == 1
+
+
+def run_async(dash_br, script: str, *args):
+    """Run async JavaScript: ``done(value)`` ends it."""
+    return dash_br.driver.execute_async_script(
+        "const done = arguments[arguments.length - 1];" + script, *args
+    )
+
+
+FRAME_REQUESTS = (
+    "return ({page: performance.getEntriesByType('resource'),"
+    " all: window.imageQueue.entries()}[arguments[0]])"
+    ".filter(e => /\\/frames\\/\\d+$/.test(e.name)).length"
+)
+
+# every IndexedDB entry's CRC-32 computed here, against the one stored with it
+CHECK_STORED = """
+const crc32 = (buffer) => {
+  let crc = 0xffffffff;
+  for (const b of new Uint8Array(buffer)) {
+    crc ^= b;
+    for (let k = 0; k < 8; k++) crc = crc & 1 ? 0xedb88320 ^ (crc >>> 1) : crc >>> 1;
+  }
+  return (crc ^ 0xffffffff) >>> 0;
+};
+window.imageCache.idle().then(() => {
+  const req = indexedDB.open('ctmr-images-v' + window.imageCache.version);
+  req.onsuccess = () => {
+    const tx = req.result.transaction(['images', 'entries']);
+    const entries = tx.objectStore('entries').getAll();
+    const images = tx.objectStore('images').getAll();
+    tx.oncomplete = () => {
+      const bad = entries.result.filter((e, i) => crc32(images.result[i].buffer) !== e.crc);
+      done({entries: entries.result.length, images: images.result.length,
+            bad: bad.length, bytes: images.result[0] && images.result[0].buffer.byteLength});
+    };
+  };
+});
+"""
+
+
+def fresh_series(dash_br, live_app, study, series, worker: bool) -> None:
+    """The series in a page whose browser cache is empty, with the image
+    requests in the worker or on the page's main thread."""
+    open_series(dash_br, live_app, study.study_uid, series.series_uid)
+    run_async(
+        dash_br,
+        "if (arguments[0]) localStorage.removeItem('imageQueue.worker');"
+        "else localStorage.setItem('imageQueue.worker', 'off');"
+        "window.imageCache.clear().then(() => done(true));",
+        worker,
+    )
+    dash_br.driver.refresh()
+    until(dash_br, f"s.loaded.length === {series.image_count} && s.shown === 1")
+
+
+def test_view014_frames_come_through_the_worker_and_are_stored_checked(
+    dash_br, live_app, corpus
+):
+    study, series = corpus.demo, corpus.demo.series[4]  # MR T1, 24 images
+    fresh_series(dash_br, live_app, study, series, worker=True)
+    queue = dash_br.driver.execute_script("return window.imageQueue.stats()")
+    assert queue["worker"] is True
+    assert queue["viaWorker"] == queue["requests"] >= series.image_count
+    # the page's main thread asked for no frame: the worker asked for each
+    assert dash_br.driver.execute_script(FRAME_REQUESTS, "page") == 0
+    assert dash_br.driver.execute_script(FRAME_REQUESTS, "all") == series.image_count
+    stored = run_async(dash_br, CHECK_STORED)
+    assert stored["entries"] == stored["images"] == series.image_count
+    assert stored["bad"] == 0 and stored["bytes"] > 0
+    # a new page takes every frame from IndexedDB, checksums verified on read
+    dash_br.driver.refresh()
+    until(dash_br, f"s.loaded.length === {series.image_count} && s.shown === 1")
+    assert dash_br.driver.execute_script(FRAME_REQUESTS, "all") == 0
+    stats = dash_br.driver.execute_script("return window.imageCache.stats()")
+    assert stats["hits"] == series.image_count and stats["corrupt"] == 0
+    assert dash_br.get_logs() == []
+
+
+def test_view015_without_the_worker_the_page_fetches_and_stores(
+    dash_br, live_app, corpus
+):
+    study, series = corpus.demo, corpus.demo.series[4]
+    try:
+        fresh_series(dash_br, live_app, study, series, worker=False)
+        queue = dash_br.driver.execute_script("return window.imageQueue.stats()")
+        assert queue["worker"] is False and queue["viaWorker"] == 0
+        assert (
+            dash_br.driver.execute_script(FRAME_REQUESTS, "page") == series.image_count
+        )
+        stored = run_async(dash_br, CHECK_STORED)
+        assert stored["entries"] == series.image_count and stored["bad"] == 0
+    finally:
+        dash_br.driver.execute_script("localStorage.removeItem('imageQueue.worker')")
+    assert dash_br.get_logs() == []
+
+
+def test_view016_the_counter_and_slider_follow_a_fast_wheel(dash_br, live_app, thorax):
+    study, series = thorax
+    open_series(dash_br, live_app, study.study_uid, series.series_uid)
+    until(dash_br, "[1, 2, 3, 4, 5, 6, 7, 8, 9].every(i => s.loaded.includes(i))")
+    for _ in range(8):
+        wheel(dash_br, 100)  # one step each, drawn in the event's own frame
+    until(dash_br, "s.n === 9 && s.shown === 9")
+    # Dash hears of the position after the paint, and of the last one
+    dash_br.wait_for_text_to_equal("#image-counter", f"9 / {series.image_count}")
+    WebDriverWait(dash_br.driver, 5).until(
+        lambda d: (
+            d.find_element("id", "viewer-slider")
+            .find_element("css selector", "[role=slider]")
+            .get_attribute("aria-valuenow")
+            == "9"
+        )
+    )
+    assert dash_br.get_logs() == []
