@@ -92,6 +92,15 @@ def test_study001_cards_first_images_and_progress_to_green(
     for seen in colours.values():  # never backwards, always ends green
         assert seen == sorted(seen, key=order.index) and seen[-1] == "bg-success"
     assert any(seen == order for seen in colours.values())  # red, yellow, green seen
+    # the bars move and change colour smoothly (#9): both are CSS transitions
+    transition = dash_br.driver.execute_script(
+        "const s = getComputedStyle(document.querySelector("
+        "'#series-grid .series-progress .progress-bar'));"
+        "return [s.transitionProperty, s.transitionDuration];"
+    )
+    props = dict(zip(*(part.split(", ") for part in transition), strict=True))
+    assert float(props["width"].rstrip("s")) > 0, transition
+    assert float(props["background-color"].rstrip("s")) > 0, transition
     assert app_proxy.max_in_flight <= 5
     assert dash_br.get_logs() == []
 
