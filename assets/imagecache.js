@@ -19,7 +19,7 @@
  * The same file runs in the page's image worker (assets/imageworker.js,
  * importScripts): there it stores what the worker fetched, with the page's
  * settings handed over (a worker has no localStorage), and the page learns of
- * each write through expect().
+ * each write through noteWrite().
  */
 (function () {
   "use strict";
@@ -302,7 +302,7 @@
   }
 
   /* The page: a write the image worker makes (done: a promise of it). */
-  function expect(key, done) {
+  function noteWrite(key, done) {
     if (known) known.add(key);
     var work = done.then(null, function () {}); // (the worker evicted after it)
     writing.add(work);
@@ -320,7 +320,7 @@
     summary: summary,
     evict: evictSoon,
     idle: idle,
-    expect: expect,
+    noteWrite: noteWrite,
     signingOut: function () {
       return signingOut;
     },

@@ -101,7 +101,7 @@
   }
 
   /* The request of a started job through the worker, which also stores the
-   * answer (imageCache.expect tells the page's cache). */
+   * answer (imageCache.noteWrite tells the page's cache). */
   function viaWorker(job, c) {
     var id = ++workerSerial;
     var store = !!c && !c.signingOut();
@@ -116,7 +116,7 @@
         reject(abortError());
       });
       if (store) {
-        c.expect(
+        c.noteWrite(
           job.url,
           new Promise(function (stored) {
             storing.set(id, stored);
