@@ -259,15 +259,24 @@ class BulkLoader:
                 continue
         return total
 
-    def _set_jobs(self, add: Sequence[str] = (), drop: Sequence[str] = ()) -> None:
-        """Add studies to the queue (keeping their first request time) or drop them."""
+    def _set_jobs(
+        self, add: Sequence[str] = (), drop: Sequence[str] = (), seen: int = -1
+    ) -> None:
+        """Add studies to the queue (keeping their first request time) or drop
+        the finished ones. An add is a new request version; a drop decided at
+        version ``seen`` is skipped when a request came since (a Retry landing
+        between the scheduler's look and its drop would be lost)."""
         with self.state.transact():
+            if drop and self.state.get("loader:version", 0) != seen:
+                drop = ()
             jobs = self.state.get("jobs", {})
             for uid in add:
                 jobs.setdefault(uid, time.time())
             for uid in drop:
                 jobs.pop(uid, None)
             self.state.set("jobs", jobs)
+            if add:
+                self.state.incr("loader:version", default=0)
 
     def _image_series(self, study_uid: str) -> dict[str, list[ImageRef]]:
         return {k: v for k, v in self.pacs.series_images(study_uid).items() if v}
@@ -340,8 +349,8 @@ class BulkLoader:
             self._thread.join(timeout=10)
         self.lease.give_up()
 
-    def _candidates(self) -> list[Task]:
-        """Every image still to load, best first."""
+    def _candidates(self, version: int) -> list[Task]:
+        """Every image still to load, best first, as of request ``version``."""
         jobs: dict[str, float] = self.state.get("jobs", {})
         focus = self.state.get("focus")
         if focus and time.time() - focus[3] > FOCUS_FOR:
@@ -391,7 +400,7 @@ class BulkLoader:
                 finished.append(study_uid)
             firsts += [t for t in tasks[before:] if t.image.image_number == 1]
         if finished:
-            self._set_jobs(drop=finished)
+            self._set_jobs(drop=finished, seen=version)
         # the series on screen, then every card's first image, then the rest
         on_screen = focus[:2] if focus else None
         focused = [t for t in tasks if (t.study_uid, t.series_uid) == on_screen]
@@ -403,7 +412,7 @@ class BulkLoader:
         """The scheduler. With ``until_idle`` it returns once nothing is left
         (the request version it saw then) or the lease is lost (-1)."""
         pool = ThreadPoolExecutor(self.workers, thread_name_prefix="bulk-fetch")
-        running: dict[tuple, Future] = {}
+        running: dict[tuple, tuple[Task, Future]] = {}
         paused_until = 0.0
         pause = self.backoff
         version, queue = -1, []
@@ -417,8 +426,11 @@ class BulkLoader:
                         self._wake.wait(2.0)
                         self._wake.clear()
                         continue
-                    for key in [k for k, f in running.items() if f.done()]:
-                        outcome = running.pop(key).result()
+                    for key in [k for k, (_, f) in running.items() if f.done()]:
+                        task, future = running.pop(key)
+                        outcome = future.result()
+                        if outcome in ("retry", "unavailable"):
+                            queue.insert(0, task)  # next, once its wait is over
                         if outcome == "unavailable":
                             paused_until = time.monotonic() + pause * random.uniform(
                                 0.5, 1.0
@@ -435,7 +447,7 @@ class BulkLoader:
                     current = self.state.get("loader:version", 0)
                     if current != version or not queue:
                         self._flush()  # a loaded image must not look still to load
-                        version, queue = current, self._candidates()
+                        version, queue = current, self._candidates(current)
                     task = self._next(queue, running)
                     if task is None:
                         if not running and not queue and until_idle:
@@ -452,7 +464,7 @@ class BulkLoader:
                     future.add_done_callback(
                         lambda _f: self._wake.set()
                     )  # refill at once
-                    running[task.key] = future
+                    running[task.key] = (task, future)
                     down = self.backoff
                 except StateUnavailable as exc:
                     log.warning("loader waits for the state store: %s", exc)
@@ -541,7 +553,9 @@ class BulkLoader:
                     entry = self.state.get(key) or {"failed": [], "error": ""}
                     done = set(entry.get("done", ()))
                     added += len(numbers - done)
-                    entry.update(done=done | numbers, waiting=False, error="")
+                    entry["done"] = done | numbers
+                    if entry.get("waiting"):  # the PACS answers again
+                        entry.update(waiting=False, error="")
                     self.state.set(key, entry)
         except StateUnavailable:
             with self._pending_lock:  # kept for the next flush

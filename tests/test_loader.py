@@ -15,7 +15,7 @@ import pytest
 from services.coordination import Counters, SharedSlots, open_state
 from services.filelocks import FileKeyLock, FileSlots
 from services.imagecache import CachingPacs, open_image_cache
-from services.loader import BulkLoader
+from services.loader import BulkLoader, Task
 from services.models import NotFound
 from services.orthanc import OrthancClient
 from tests.proxy import CountingProxy
@@ -285,6 +285,39 @@ def test_load005_failed_images_are_listed_and_retry_recovers(
             )
         finally:
             loader.stop()
+
+
+def test_load005b_retry_racing_the_schedulers_drop_is_kept(
+    orthanc_server, corpus, tmp_path
+):
+    """A Retry that lands between the scheduler seeing a study finished and
+    dropping it from the queue must stay queued (it was once lost: the
+    series never left "error")."""
+    pacs, loader = build(orthanc_server.url, orthanc_server.auth, tmp_path)
+    study = corpus.demo.study_uid
+    loader.prefetch(study)
+    series = loader._image_series(study)
+    for series_uid, images in series.items():  # every image failed: finished
+        for image in images:
+            loader._fail(Task(study, series_uid, image), "refused")
+    retried = corpus.demo.series[1].series_uid
+    real = loader._set_jobs
+
+    def racing(add=(), drop=(), seen=-1):
+        if drop:  # the Retry lands now, after the look, before the drop
+            loader.retry(study, retried)
+        real(add=add, drop=drop, seen=seen)
+
+    loader._set_jobs = racing
+    assert loader._candidates(loader.state.get("loader:version", 0)) == []
+    assert study in loader.state.get("jobs", {})
+    loader._set_jobs = real
+    tasks = loader._candidates(loader.state.get("loader:version", 0))
+    assert {t.series_uid for t in tasks} == {retried}
+    assert len(tasks) == len(series[retried])
+    # with nothing requested since its look, a finished study is dropped
+    loader._set_jobs(drop=[study], seen=loader.state.get("loader:version", 0))
+    assert study not in loader.state.get("jobs", {})
 
 
 def test_load006_orthanc_down_pauses_and_loading_resumes_by_itself(tmp_path, corpus):
