@@ -8,16 +8,26 @@ and the full Dash app (``app.create_dash_app()`` from environment variables, as
 ``python app.py`` builds it) served by werkzeug on 127.0.0.1. Chromium signs in
 once through ``/login``.
 
-Each repetition loads ``/study/<uid>`` with an empty browser cache (CDP
-``Network.clearBrowserCache`` after ``about:blank``; checked with the server's
-own count of thumbnail requests) in one of two server states:
+Each repetition loads ``/study/<uid>`` in four states:
 
 - ``cold``: every server cache emptied first (image cache, shared state and
-  loader queue, the Orthanc client's HTTP metadata cache): the thumbnails come
-  from Orthanc while the bulk loader, started by the page, competes for the
-  same 5 Orthanc slots;
+  loader queue, the Orthanc client's HTTP metadata cache), and both browser
+  caches: the HTTP cache (CDP ``Network.clearBrowserCache`` after
+  ``about:blank``) and the page's IndexedDB image cache
+  (``Storage.clearDataForOrigin``); the thumbnails come from Orthanc while the
+  bulk loader, started by the page, competes for the same 5 Orthanc slots;
 - ``warm``: the same study again after the bulk loader finished (server
-  caches full, browser cache still emptied).
+  caches full, both browser caches still emptied);
+- ``reopen, IndexedDB only``: server warm, the HTTP cache emptied but
+  IndexedDB kept with the thumbnails of the load before (what every figure
+  since session 3 measured as "cold" and "warm", by mistake: the bench did not
+  empty IndexedDB);
+- ``reopen``: server warm, both browser caches kept as the load before left
+  them (a study opened again in the same browser).
+
+The server's own count of thumbnail requests and the page's Resource Timing
+(the queue's ``fetch`` entries; their transfer size tells the network from the
+HTTP cache) say where the thumbnails came from.
 
 In the page, a script installed before any document script (CDP
 ``Page.addScriptToEvaluateOnNewDocument``) polls every animation frame and
@@ -67,6 +77,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from bench._common import (
     ADMIN,
@@ -112,7 +123,9 @@ RECORDER = r"""
 (() => {
   if (window.__bench) return;
   const b = window.__bench = {painted: {}, loaded: {}, errors: 0, inDom: null, count: 0};
-  const key = (img) => img.src.replace(/[?&]try=\d+/, '');
+  performance.setResourceTimingBufferSize(10000);  // (250 by default)
+  // the thumbnail's address (its src is a blob: URL when the queue loaded it)
+  const key = (img) => img.getAttribute('data-src') || img.src;
   const thumb = (t) => t && t.tagName === 'IMG' && t.classList.contains('thumb-img');
   document.addEventListener('load', (e) => {
     if (thumb(e.target) && !(key(e.target) in b.loaded)) b.loaded[key(e.target)] = performance.now();
@@ -137,8 +150,9 @@ RECORDER = r"""
 
 COLLECT = r"""
 const nav = performance.getEntriesByType('navigation')[0] || {};
+// the thumbnails' requests: fetch() entries of the page's queue (or <img>)
 const thumbs = performance.getEntriesByType('resource')
-  .filter(e => e.name.includes('/rendered?'))
+  .filter(e => e.name.includes('/rendered?') && !e.name.startsWith('blob:'))
   .map(e => ({start: e.startTime, requestStart: e.requestStart,
               responseStart: e.responseStart, end: e.responseEnd,
               transferSize: e.transferSize}));
@@ -267,10 +281,45 @@ def sign_in(driver, base: str) -> None:
     )
 
 
-def one_load(driver, url: str, expected: int, timeout: float) -> dict:
-    """Load the study page with an empty browser cache; wait for every thumbnail."""
+STORED = r"""
+const done = arguments[arguments.length - 1];
+const want = [...document.querySelectorAll('img.thumb-img[data-src]')]
+  .map(i => new URL(i.getAttribute('data-src'), location.href).pathname
+            + new URL(i.getAttribute('data-src'), location.href).search);
+if (!window.imageCache) return done(true);
+window.imageCache.summary().then(s => {
+  const keys = new Set((s.keys || []).map(k => new URL(k, location.href).pathname
+                                                + new URL(k, location.href).search));
+  done(want.every(w => keys.has(w)));
+}, () => done(false));
+"""
+
+REOPEN_IDB, REOPEN = "reopen, IndexedDB only", "reopen"
+
+# what one_load keeps of the browser's caches from the load before
+KEEP_NOTHING, KEEP_INDEXEDDB, KEEP_BOTH = "nothing", "indexeddb", "both"
+
+
+def one_load(
+    driver,
+    url: str,
+    expected: int,
+    timeout: float,
+    keep: str = KEEP_NOTHING,
+    then_stored: bool = False,
+) -> dict:
+    """Load the study page with the browser's caches emptied as ``keep`` says;
+    wait for every thumbnail. ``then_stored``: afterwards, wait (up to 10 s)
+    until IndexedDB holds the page's thumbnails, for a reopen next."""
     driver.get("about:blank")
-    driver.execute_cdp_cmd("Network.clearBrowserCache", {})
+    if keep != KEEP_BOTH:
+        driver.execute_cdp_cmd("Network.clearBrowserCache", {})
+    if keep == KEEP_NOTHING:
+        origin = "{0.scheme}://{0.netloc}".format(urlsplit(url))
+        driver.execute_cdp_cmd(
+            "Storage.clearDataForOrigin",
+            {"origin": origin, "storageTypes": "indexeddb"},
+        )
     driver.get(url)
     wait_for(
         lambda: driver.execute_script(
@@ -282,6 +331,16 @@ def one_load(driver, url: str, expected: int, timeout: float) -> dict:
         what="every thumbnail",
     )
     data = driver.execute_script(COLLECT)
+    if then_stored:
+        try:
+            wait_for(
+                lambda: driver.execute_async_script(STORED),
+                10,
+                poll=0.1,
+                what="the thumbnails in IndexedDB",
+            )
+        except Exception as exc:  # the reopen then measures what is there
+            print(f"  warning: {exc}")
     driver.get("about:blank")  # stop the page's progress poll
     return data
 
@@ -307,7 +366,9 @@ def summarise(
         nav_response=data["nav"]["responseEnd"],
         dcl=data["nav"]["dcl"],
         thumb_req_first=min((t["start"] for t in thumbs), default=float("nan")),
+        thumb_resp_first=min((t["end"] for t in thumbs), default=float("nan")),
         thumb_resp_last=max((t["end"] for t in thumbs), default=float("nan")),
+        thumb_requests=len(thumbs),
         from_network=sum(1 for t in thumbs if t["transferSize"] > 0),
         served_thumbs=len(served),
         page_cb_ms=1000 * sum(r["s"] for r in page),
@@ -375,7 +436,8 @@ def main(argv: list[str] | None = None) -> int:
         expected = len(study.series)
         setup_s = time.perf_counter() - started
 
-        modes = ["cold", "warm"]
+        modes = ["cold", "warm", REOPEN_IDB, REOPEN]
+        keeps = {REOPEN_IDB: KEEP_INDEXEDDB, REOPEN: KEEP_BOTH}
         if "no-loader" in args.what_if:
             modes.append("cold, loader held off")
         if "identity" in args.what_if:
@@ -385,7 +447,8 @@ def main(argv: list[str] | None = None) -> int:
         saved_encoding = session_headers.get("Accept-Encoding")
         state = server.extensions["state"]
         for rep in range(args.runs + 1):  # the first round is a warm-up
-            for mode in modes:
+            for i, mode in enumerate(modes):
+                after = modes[i + 1] if i + 1 < len(modes) else None
                 if mode.startswith("cold"):
                     driver.get("about:blank")
                     clear_server(server, proxy)
@@ -400,7 +463,14 @@ def main(argv: list[str] | None = None) -> int:
                     session_headers["Accept-Encoding"] = "identity"
                 clock.reset()
                 try:
-                    data = one_load(driver, url, expected, args.timeout)
+                    data = one_load(
+                        driver,
+                        url,
+                        expected,
+                        args.timeout,
+                        keep=keeps.get(mode, KEEP_NOTHING),
+                        then_stored=keeps.get(after) == KEEP_INDEXEDDB,
+                    )
                 finally:
                     if mode == "cold, loader held off":
                         state.delete("lease:bulk-loader")
@@ -413,7 +483,7 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"  warning: {r['errors']} thumbnail error(s) in this load")
                 label = "warm-up" if rep == 0 else f"run {rep}"
                 print(
-                    f"  {label:7} {mode:21}: first {r['first']:.0f} ms, all {r['last']:.0f} ms "
+                    f"  {label:7} {mode:23}: first {r['first']:.0f} ms, all {r['last']:.0f} ms "
                     f"(thumbnails on the wire {r['from_network']}/{expected}, served "
                     f"{r['served_thumbs']}; Orthanc {r['orthanc']} requests, "
                     f"peak {r['peak']})",
@@ -439,6 +509,7 @@ def main(argv: list[str] | None = None) -> int:
                 row(mode, "dcl", "DOMContentLoaded, ms"),
                 row(mode, "in_dom", "first .thumb-img seen by an animation frame, ms"),
                 row(mode, "thumb_req_first", "first thumbnail request sent, ms"),
+                row(mode, "thumb_resp_first", "first thumbnail response end, ms"),
                 row(mode, "first_load", "first thumbnail load event, ms"),
                 row(mode, "last_load", "last thumbnail load event, ms"),
                 row(mode, "thumb_resp_last", "last thumbnail response end, ms"),
@@ -449,6 +520,13 @@ def main(argv: list[str] | None = None) -> int:
                     "server: one thumbnail, median of 20, ms",
                 ),
                 row(mode, "thumb_server_max_ms", "server: slowest thumbnail, ms"),
+                row(
+                    mode, "thumb_requests", "thumbnail requests (page's fetch entries)"
+                ),
+                row(
+                    mode, "from_network", "  of which on the wire (not the HTTP cache)"
+                ),
+                row(mode, "served_thumbs", "  thumbnails served by the server"),
                 row(mode, "orthanc", "Orthanc requests during the load"),
                 row(mode, "orthanc_pixel", "  of which pixel requests"),
                 row(mode, "peak", "peak Orthanc requests in flight"),
@@ -463,7 +541,7 @@ def main(argv: list[str] | None = None) -> int:
             f"runs: {args.runs} (+1 warm-up pair); window {args.window}; setup {setup_s:.1f} s"
         )
         print()
-        print(table(["figure", "server cache", "median", "p95"], rows))
+        print(table(["figure", "caches", "median", "p95"], rows))
         first = median(r["first"] for r in results["cold"])
         last = median(r["last"] for r in results["cold"])
         print()
@@ -477,7 +555,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"warm / cold: first {wf / first:.2f}, all {wl / last:.2f}")
         print()
         print("## where the time goes (medians; ms since navigation start)")
-        print(table(["step", "server cache", "median", "p95"], detail))
+        print(table(["step", "caches", "median", "p95"], detail))
         print()
         if args.breakdown:
             driver.get("about:blank")
