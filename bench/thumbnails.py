@@ -124,6 +124,9 @@ RECORDER = r"""
   if (window.__bench) return;
   const b = window.__bench = {painted: {}, loaded: {}, errors: 0, inDom: null, count: 0};
   performance.setResourceTimingBufferSize(10000);  // (250 by default)
+  b.long = [];  // the main thread's long tasks (> 50 ms): [start, duration]
+  new PerformanceObserver((list) => list.getEntries().forEach(
+    (e) => b.long.push([e.startTime, e.duration]))).observe({type: 'longtask'});
   // the thumbnail's address (its src is a blob: URL when the queue loaded it)
   const key = (img) => img.getAttribute('data-src') || img.src;
   const thumb = (t) => t && t.tagName === 'IMG' && t.classList.contains('thumb-img');
@@ -156,7 +159,11 @@ const thumbs = performance.getEntriesByType('resource')
   .map(e => ({start: e.startTime, requestStart: e.requestStart,
               responseStart: e.responseStart, end: e.responseEnd,
               transferSize: e.transferSize}));
+const ends = (part) => performance.getEntriesByType('resource')
+  .filter(e => e.name.includes(part)).map(e => e.responseEnd);
 return {bench: window.__bench, thumbs: thumbs,
+        queueIn: ends('/assets/imagequeue.js')[0],
+        cssIn: ends('.css').length ? Math.max(...ends('.css')) : undefined,
         nav: {responseEnd: nav.responseEnd, dcl: nav.domContentLoadedEventEnd,
               load: nav.loadEventEnd}};
 """
@@ -365,6 +372,9 @@ def summarise(
         errors=b["errors"],
         nav_response=data["nav"]["responseEnd"],
         dcl=data["nav"]["dcl"],
+        long_ms=sum(min(d, max(0.0, painted[-1] - t)) for t, d in b.get("long", [])),
+        queue_in=data.get("queueIn") or float("nan"),
+        css_in=data.get("cssIn") or float("nan"),
         thumb_req_first=min((t["start"] for t in thumbs), default=float("nan")),
         thumb_resp_first=min((t["end"] for t in thumbs), default=float("nan")),
         thumb_resp_last=max((t["end"] for t in thumbs), default=float("nan")),
@@ -506,7 +516,10 @@ def main(argv: list[str] | None = None) -> int:
         for mode in modes:
             detail += [
                 row(mode, "nav_response", "HTML answered (navigation responseEnd), ms"),
+                row(mode, "css_in", "stylesheets in (last responseEnd), ms"),
+                row(mode, "queue_in", "the queue's script in (imagequeue.js), ms"),
                 row(mode, "dcl", "DOMContentLoaded, ms"),
+                row(mode, "long_ms", "main thread in long tasks until all painted, ms"),
                 row(mode, "in_dom", "first .thumb-img seen by an animation frame, ms"),
                 row(mode, "thumb_req_first", "first thumbnail request sent, ms"),
                 row(mode, "thumb_resp_first", "first thumbnail response end, ms"),
