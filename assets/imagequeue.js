@@ -25,7 +25,14 @@
  *
  * Thumbnails: an <img class="thumb-img" data-src="..."> anywhere in the page
  * (the study page's first paint and its Dash cards) is loaded through the
- * queue and the cache and shown from a blob URL; one request per URL.
+ * queue and the cache and shown from a blob URL; one request per URL. The
+ * first-paint copy's images are not: they come while Dash's bundles run on
+ * the main thread, where each step of an IndexedDB read (open, keys, owner,
+ * entry) or of a fetch waits behind them, so the browser loads them itself
+ * (img.src, from the network or its HTTP cache: the answers are private,
+ * immutable), each holding a slot of the queue until its load event. The
+ * HTML asks for the first 5 itself (src, pages/study.py), before any script;
+ * the queue counts those in flight as it meets them.
  *
  * Loaded in <head> (app.py), before the page's body, so the first-paint
  * thumbnails start while Dash's bundles load.
@@ -134,13 +141,39 @@
       });
     }).catch(function (err) {
       storing.delete(id);
-      if (err.status === 401 && !job.ctl.signal.aborted) return viaPage(job, c); // renew
+      if (err.status === 401 && !job.ctl.signal.aborted) return viaPage(job); // renew
       throw err;
     });
   }
 
-  /* The request of a started job on the main thread; its answer is stored. */
-  function viaPage(job, c) {
+  /* The request of a started job as the browser's own image load (img.src):
+   * fetched and decoded off the main thread, answered by the HTTP cache when
+   * asked before (private, immutable), not stored in IndexedDB. Its slot is
+   * held until the load or error event; a failed one is asked again by
+   * fetch (which sees the status: backoff, Retry-After, renewal). */
+  function viaImage(job) {
+    var img = job.img;
+    return new Promise(function (resolve, reject) {
+      function end(event) {
+        img.removeEventListener("load", end);
+        img.removeEventListener("error", end);
+        if (event.type === "load") return resolve({ src: job.url, cached: false });
+        job.img = null;
+        reject(Object.assign(new Error("image failed"), { status: 0 }));
+      }
+      if (img.getAttribute("src") === job.url && img.complete) {
+        return end({ type: img.naturalWidth > 0 ? "load" : "error" });
+      }
+      img.addEventListener("load", end);
+      img.addEventListener("error", end);
+      if (img.getAttribute("src") !== job.url) img.src = job.url;
+    });
+  }
+
+  /* The request of a started job on the main thread; its answer is stored
+   * (once the cache is claimed: a job of viaImage retried by fetch did not
+   * wait for that). */
+  function viaPage(job) {
     var get = window.apiFetch || fetch;
     return get(job.url, { signal: job.ctl.signal, headers: { Accept: job.accept } }).then(function (r) {
       if (!r.ok) {
@@ -152,7 +185,9 @@
       }
       return r.arrayBuffer().then(function (buffer) {
         var result = { buffer: buffer, headers: pick(r.headers), cached: false };
-        if (c) c.put(job.url, result.buffer, result.headers).catch(function () {});
+        cache().then(function (c) {
+          if (c) return c.put(job.url, result.buffer, result.headers);
+        }).catch(function () {});
         return result;
       });
     });
@@ -222,6 +257,7 @@
     if (job.priority >= PRIORITY.THUMBNAIL) return false;
     var worst = null;
     running.forEach(function (j) {
+      if (j.img) return; // the browser's own load: not to be cut short
       if (j.priority > job.priority && (!worst || before(worst, j))) worst = j;
     });
     if (!worst) return false;
@@ -236,8 +272,8 @@
     figures.requests++;
     figures.peak = Math.max(figures.peak, running.size);
     job.ctl = new AbortController();
-    var c = window.imageCache || null; // claimed already (request() waited for it)
-    (worker && job.worker ? viaWorker : viaPage)(job, c)
+    var c = window.imageCache || null; // (a worker job: claimed, request() waited for it)
+    (job.img ? viaImage : worker && job.worker ? viaWorker : viaPage)(job, c)
       .then(
         function (result) {
           finish(job);
@@ -288,7 +324,10 @@
     return out;
   }
 
-  /* url: the image; options: {priority, signal, accept, worker}. */
+  /* url: the image; options: {priority, signal, accept, worker, img}.
+   * img: an <img> the browser loads url into itself (src), with no read of
+   * the browser's cache first and no bytes for the caller: the result is
+   * {src} (see viaImage). */
   function request(url, options) {
     options = options || {};
     var signal = options.signal;
@@ -297,6 +336,7 @@
       priority: options.priority === undefined ? PRIORITY.BACKGROUND : options.priority,
       accept: options.accept || "application/octet-stream",
       worker: !!options.worker,
+      img: options.img || null,
       seq: ++serial,
       tries: 0,
       notBefore: 0,
@@ -318,6 +358,12 @@
       }
       var early = expected.get(url);
       expected.delete(url);
+      if (job.img) {
+        // no cache read (see show); one the HTML asked for is in flight already
+        if (job.img.getAttribute("src") === url) return start(job);
+        insert(job);
+        return pump();
+      }
       (early || cache().then(function (c) {
         return c ? c.get(url).catch(function () {}) : null;
       }))
@@ -350,11 +396,13 @@
 
   // -- thumbnails ----------------------------------------------------------------
 
-  var thumbs = new Map(); // url -> Promise of a blob URL
+  var thumbs = new Map(); // url -> Promise of a blob URL (or the url itself)
 
-  function thumbnail(url) {
+  /* url: a thumbnail; img: the <img> to load it into itself (see show). */
+  function thumbnail(url, img) {
     if (!thumbs.has(url)) {
-      var p = request(url, { priority: PRIORITY.THUMBNAIL, accept: "image/jpeg" }).then(function (r) {
+      var p = request(url, { priority: PRIORITY.THUMBNAIL, accept: "image/jpeg", img: img }).then(function (r) {
+        if (r.src) return r.src;
         var type = r.headers["content-type"] || "image/jpeg";
         return URL.createObjectURL(new Blob([r.buffer], { type: type }));
       });
@@ -370,10 +418,11 @@
     var url = img.getAttribute("data-src");
     if (!url || img.dataset.asked === url) return;
     img.dataset.asked = url;
-    thumbnail(url).then(
-      function (blobUrl) {
+    // the first-paint copy's: loaded by the browser itself (see the header)
+    thumbnail(url, img.closest("#first-paint") ? img : null).then(
+      function (src) {
         if (img.getAttribute("data-src") !== url) return;
-        img.src = blobUrl;
+        if (img.getAttribute("src") !== src) img.src = src;
         if (img.parentElement) img.parentElement.classList.remove("failed");
       },
       function () {

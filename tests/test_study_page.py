@@ -224,3 +224,53 @@ def test_study004_html_carries_the_cards_then_makes_way_for_dash(
     assert "first-paint" not in other  # unknown study: the page says so itself
     assert dash_br.find_element("#series-grid .series-card").is_displayed()
     assert dash_br.get_logs() == []
+
+
+# IndexedDB that never answers: the page's cache (assets/imagecache.js) waits
+# for ever on its open()
+HANG_INDEXEDDB = "IDBFactory.prototype.open = function () { return {}; };"
+
+
+def test_study005_first_paint_images_wait_neither_for_indexeddb_nor_dash(
+    dash_br, live_app, corpus, image_requests, fresh_app_state
+):
+    """The HTML's copy of the cards shows every first image with IndexedDB
+    answering nothing and Dash's scripts never arriving: the browser asks
+    for them itself (the first five from the HTML, the rest as the queue's
+    slots free up), at most 5 at once, signed in by the session cookie."""
+    study = corpus.demo
+    sign_in(dash_br, live_app, "/")
+    driver = dash_br.driver
+    driver.execute_cdp_cmd("Network.enable", {})
+    driver.execute_cdp_cmd("Network.clearBrowserCache", {})
+    driver.execute_cdp_cmd(
+        "Network.setBlockedURLs",
+        {"urls": ["*/_dash-component-suites/*", "*/assets/app.js*"]},
+    )
+    hang = driver.execute_cdp_cmd(
+        "Page.addScriptToEvaluateOnNewDocument", {"source": HANG_INDEXEDDB}
+    )
+    try:
+        image_requests.reset()
+        driver.get(f"{live_app}/study/{study.study_uid}")
+        wait_until(
+            lambda: driver.execute_script(
+                "const t = [...document.querySelectorAll('#first-paint .thumb-img')];"
+                "return t.length === arguments[0]"
+                " && t.every(i => i.complete && i.naturalWidth > 0);",
+                len(study.series),
+            ),
+            timeout=20,
+            what="the first paint's images",
+        )
+        assert driver.execute_script("return typeof window.DashRenderer") == (
+            "undefined"
+        )
+        assert driver.find_elements("css selector", "#_pages_content") == []
+        queue = driver.execute_script("return window.imageQueue.stats()")
+        assert queue["requests"] == len(study.series) and queue["peak"] <= 5
+        assert image_requests.total == len(study.series)  # from the server
+        assert image_requests.max_in_flight <= 5
+    finally:
+        driver.execute_cdp_cmd("Page.removeScriptToEvaluateOnNewDocument", hang)
+        driver.execute_cdp_cmd("Network.setBlockedURLs", {"urls": []})
