@@ -153,11 +153,19 @@ def series_card(
 
 
 def series_card_html(
-    study_uid: str, series: SeriesSummary, first: ImageRef, progress: SeriesProgress
+    study_uid: str,
+    series: SeriesSummary,
+    first: ImageRef,
+    progress: SeriesProgress,
+    early: bool = False,
 ) -> str:
     """:func:`series_card` in its grid column, as the HTML Dash renders for it
-    (without its ids, which stay Dash's)."""
+    (without its ids, which stay Dash's). ``early``: the image's ``src`` is in
+    the HTML, so the browser asks for it as the HTML arrives, before any
+    script; ``assets/imagequeue.js`` counts it in flight."""
     view = progress_view(progress)
+    src = escape(thumbnail_url(first))
+    asked = f' src="{src}" fetchpriority="high"' if early else ""
     count = series.image_count
     number = f"#{series.series_number}" if series.series_number is not None else "#–"
     retry = "" if view["retry"] == {} else ' style="display:none"'
@@ -166,7 +174,7 @@ def series_card_html(
         '<div class="card series-card h-100">'
         f'<a href="/viewer/{escape(study_uid)}/{escape(series.series_uid)}"'
         ' class="thumb-link" title="Open the series"><div class="thumb">'
-        f'<img data-src="{escape(thumbnail_url(first))}" alt="{escape(describe(series))}"'
+        f'<img data-src="{src}"{asked} alt="{escape(describe(series))}"'
         ' class="thumb-img"></div></a><div class="card-body">'
         '<div class="d-flex align-items-center mb-1">'
         f'<span class="series-number me-2">{escape(number)}</span>'

@@ -3,7 +3,7 @@ load progress from the server-side bulk loader.
 
 The page's HTML itself carries a plain copy of the cards (:func:`first_paint`),
 so the browser asks for the first images and paints them while Dash's bundles
-load; ``assets/app.js`` removes the copy once Dash has drawn the page and its
+load (the first five are in the HTML as ``src``); ``assets/app.js`` removes the copy once Dash has drawn the page and its
 first images (CSS hides Dash's page until then, so nothing blinks).
 """
 
@@ -36,6 +36,9 @@ PATH_RE = re.compile(r"/study/([0-9.]{1,64})")
 SCRIPT_RE = re.compile(r'<script src="([^"]+)"')
 ENTRY = '<div id="react-entry-point">'
 FIRST_ROW = 6  # cards in the first row of a wide screen (xxl: 6 columns)
+# first images the HTML asks for itself: the page's queue allows 5 in flight
+# (assets/imagequeue.js MAX_IN_FLIGHT) and counts these among them
+EARLY = 5
 
 
 def facts(view: StudyView) -> str:
@@ -50,9 +53,11 @@ def facts(view: StudyView) -> str:
 @hooks.index()
 def first_paint(index: str) -> str:
     """The study page's HTML with a plain copy of its header and cards before
-    Dash's entry point: the page's queue (``assets/imagequeue.js``, in
-    ``<head>``) asks for the thumbnails as the HTML arrives, about 0.3 s
-    before Dash (bundles, layout, then the page callback) would draw them."""
+    Dash's entry point: the browser asks for the first :data:`EARLY`
+    thumbnails as the HTML arrives (``src``), the page's queue
+    (``assets/imagequeue.js``, in ``<head>``) for the others as slots free
+    up, without waiting for IndexedDB or for Dash (bundles, layout, then the
+    page callback) to draw them."""
     match = PATH_RE.fullmatch(request.path)
     if not match or not valid_uid(match[1]) or ENTRY not in index:
         return index
@@ -63,9 +68,13 @@ def first_paint(index: str) -> str:
     uid = match[1]
     cards = [
         series_card_html(
-            uid, s, view.images[s.series_uid][0], view.progress[s.series_uid]
+            uid,
+            s,
+            view.images[s.series_uid][0],
+            view.progress[s.series_uid],
+            early=i < EARLY,
         )
-        for s in view.image_series
+        for i, s in enumerate(view.image_series)
     ]
     # Dash's scripts come after the cards: announced after the first row,
     # they are asked for after the first row's images (the queue holds the
