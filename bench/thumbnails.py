@@ -40,7 +40,7 @@ the study layout, each thumbnail).
 
 Figures: median and p95 (nearest rank: the slowest run when there are fewer
 than 20) over ``--runs`` repetitions (default 5) after one untimed warm-up
-pair. Targets: first thumbnail <= 300 ms, all 20 <= 1 s (PRD: first < 1 s,
+round. Targets: first thumbnail <= 300 ms, all 20 <= 1 s (PRD: first < 1 s,
 all < 2 s).
 
 Run from the project root::
@@ -54,7 +54,10 @@ Run from the project root::
 app's code is unchanged, live objects are set for those loads only):
 ``no-loader`` holds the bulk loader's lease during the load, so the thumbnails
 do not share Orthanc's 5 slots with the loader; ``identity`` makes the app's
-Orthanc session ask for uncompressed answers (Orthanc gzips them otherwise).
+Orthanc session ask for uncompressed answers (Orthanc gzips them otherwise);
+``no-dash`` blocks Dash's scripts in the browser (CDP ``Network.setBlockedURLs``),
+so the first-paint copy's thumbnails have the main thread to themselves (a
+cold and a warm mode): how much of their time is Dash's.
 ``--breakdown`` adds one cold load with timers wrapped around the server's
 calls (page layout, thumbnail rendering, fetch, decode, cache, auth).
 """
@@ -125,6 +128,11 @@ RECORDER = r"""
   const b = window.__bench = {painted: {}, loaded: {}, errors: 0, inDom: null, count: 0};
   performance.setResourceTimingBufferSize(10000);  // (250 by default)
   b.long = [];  // the main thread's long tasks (> 50 ms): [start, duration]
+  b.swapped = null;  // the first-paint copy made way for Dash's page
+  new MutationObserver(() => {
+    if (b.swapped === null && document.getElementById('_pages_content') &&
+        !document.getElementById('first-paint')) b.swapped = performance.now();
+  }).observe(document, {childList: true, subtree: true});
   new PerformanceObserver((list) => list.getEntries().forEach(
     (e) => b.long.push([e.startTime, e.duration]))).observe({type: 'longtask'});
   // the thumbnail's address (its src is a blob: URL when the queue loaded it)
@@ -314,10 +322,12 @@ def one_load(
     timeout: float,
     keep: str = KEEP_NOTHING,
     then_stored: bool = False,
+    swap: bool = True,
 ) -> dict:
     """Load the study page with the browser's caches emptied as ``keep`` says;
     wait for every thumbnail. ``then_stored``: afterwards, wait (up to 10 s)
-    until IndexedDB holds the page's thumbnails, for a reopen next."""
+    until IndexedDB holds the page's thumbnails, for a reopen next. ``swap``:
+    wait too for Dash's page to take over from the first-paint copy."""
     driver.get("about:blank")
     if keep != KEEP_BOTH:
         driver.execute_cdp_cmd("Network.clearBrowserCache", {})
@@ -337,6 +347,13 @@ def one_load(
         poll=0.05,
         what="every thumbnail",
     )
+    if swap:
+        wait_for(
+            lambda: driver.execute_script("return window.__bench.swapped !== null"),
+            15,
+            poll=0.05,
+            what="Dash's page",
+        )
     data = driver.execute_script(COLLECT)
     if then_stored:
         try:
@@ -372,6 +389,7 @@ def summarise(
         errors=b["errors"],
         nav_response=data["nav"]["responseEnd"],
         dcl=data["nav"]["dcl"],
+        swapped=b.get("swapped") or float("nan"),
         long_ms=sum(min(d, max(0.0, painted[-1] - t)) for t, d in b.get("long", [])),
         queue_in=data.get("queueIn") or float("nan"),
         css_in=data.get("cssIn") or float("nan"),
@@ -406,10 +424,11 @@ def main(argv: list[str] | None = None) -> int:
         "--what-if",
         action="append",
         default=[],
-        choices=["no-loader", "identity"],
+        choices=["no-loader", "identity", "no-dash"],
         help="add a cold mode: the bulk loader held off during the load "
-        "(no-loader), or the app's Orthanc session asking Accept-Encoding: "
-        "identity (identity); diagnostics, not the app's default behaviour",
+        "(no-loader), the app's Orthanc session asking Accept-Encoding: "
+        "identity (identity), Dash's scripts blocked in the browser (no-dash); "
+        "diagnostics, not the app's default behaviour",
     )
     parser.add_argument(
         "--breakdown",
@@ -452,6 +471,8 @@ def main(argv: list[str] | None = None) -> int:
             modes.append("cold, loader held off")
         if "identity" in args.what_if:
             modes.append("cold, identity")
+        if "no-dash" in args.what_if:
+            modes += ["cold, Dash blocked", "warm, Dash blocked"]
         results: dict[str, list[dict]] = {m: [] for m in modes}
         session_headers = server.extensions["pacs"].inner.session.headers
         saved_encoding = session_headers.get("Accept-Encoding")
@@ -471,6 +492,11 @@ def main(argv: list[str] | None = None) -> int:
                     state.set("lease:bulk-loader", "bench-holds-it", expire=60)
                 if mode == "cold, identity":
                     session_headers["Accept-Encoding"] = "identity"
+                if mode.endswith("Dash blocked"):
+                    driver.execute_cdp_cmd(
+                        "Network.setBlockedURLs",
+                        {"urls": ["*/_dash-component-suites/*"]},
+                    )
                 clock.reset()
                 try:
                     data = one_load(
@@ -480,8 +506,10 @@ def main(argv: list[str] | None = None) -> int:
                         args.timeout,
                         keep=keeps.get(mode, KEEP_NOTHING),
                         then_stored=keeps.get(after) == KEEP_INDEXEDDB,
+                        swap=not mode.endswith("Dash blocked"),
                     )
                 finally:
+                    driver.execute_cdp_cmd("Network.setBlockedURLs", {"urls": []})
                     if mode == "cold, loader held off":
                         state.delete("lease:bulk-loader")
                     if saved_encoding is None:
@@ -519,6 +547,7 @@ def main(argv: list[str] | None = None) -> int:
                 row(mode, "css_in", "stylesheets in (last responseEnd), ms"),
                 row(mode, "queue_in", "the queue's script in (imagequeue.js), ms"),
                 row(mode, "dcl", "DOMContentLoaded, ms"),
+                row(mode, "swapped", "Dash's page drawn (first-paint copy gone), ms"),
                 row(mode, "long_ms", "main thread in long tasks until all painted, ms"),
                 row(mode, "in_dom", "first .thumb-img seen by an animation frame, ms"),
                 row(mode, "thumb_req_first", "first thumbnail request sent, ms"),
