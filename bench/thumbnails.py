@@ -21,7 +21,8 @@ Each repetition loads ``/study/<uid>`` in four states:
 - ``reopen, IndexedDB only``: server warm, the HTTP cache emptied but
   IndexedDB kept with the thumbnails of the load before (what every figure
   since session 3 measured as "cold" and "warm", by mistake: the bench did not
-  empty IndexedDB);
+  empty IndexedDB); since the first-paint thumbnails are kept by the HTTP
+  cache only, IndexedDB holds none of them and this mode is a warm load;
 - ``reopen``: server warm, both browser caches kept as the load before left
   them (a study opened again in the same browser).
 
@@ -325,7 +326,7 @@ def one_load(
     swap: bool = True,
 ) -> dict:
     """Load the study page with the browser's caches emptied as ``keep`` says;
-    wait for every thumbnail. ``then_stored``: afterwards, wait (up to 10 s)
+    wait for every thumbnail. ``then_stored``: afterwards, wait (up to 3 s)
     until IndexedDB holds the page's thumbnails, for a reopen next. ``swap``:
     wait too for Dash's page to take over from the first-paint copy."""
     driver.get("about:blank")
@@ -359,12 +360,12 @@ def one_load(
         try:
             wait_for(
                 lambda: driver.execute_async_script(STORED),
-                10,
+                3,
                 poll=0.1,
                 what="the thumbnails in IndexedDB",
             )
-        except Exception as exc:  # the reopen then measures what is there
-            print(f"  warning: {exc}")
+        except TimeoutError:  # the reopen then measures what is there
+            print("  note: IndexedDB does not hold every thumbnail of the page")
     driver.get("about:blank")  # stop the page's progress poll
     return data
 
