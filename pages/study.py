@@ -3,8 +3,9 @@ load progress from the server-side bulk loader.
 
 The page's HTML itself carries a plain copy of the cards (:func:`first_paint`),
 so the browser asks for the first images and paints them while Dash's bundles
-load (the first five are in the HTML as ``src``); ``assets/app.js`` removes the copy once Dash has drawn the page and its
-first images (CSS hides Dash's page until then, so nothing blinks).
+load (the first five are in the HTML as ``src``); ``assets/app.js`` removes
+the copy once Dash has drawn the page and its first images (CSS hides Dash's
+page until then, so nothing blinks).
 """
 
 from __future__ import annotations
