@@ -19,6 +19,7 @@ it for callbacks: ``csrf_token_name``/``csrf_header_name`` in ``app.py``).
 
 from __future__ import annotations
 
+import hmac
 import html
 import os
 import secrets
@@ -231,6 +232,7 @@ def _renew_access_cookie(response):
 
 
 EXPIRES_COOKIE = "access_expires"
+LAST_USER_COOKIE = "last_user"  # a keyed hash of who signed in last
 
 
 def set_access_cookie(response, access: str) -> None:
@@ -293,11 +295,27 @@ def _login_routes(server: Flask, settings: Settings, limiter: Limiter) -> None:
         access, refresh = issue_tokens(username)
         set_access_cookie(response, access)
         set_refresh_cookies(response, refresh)
+        # Another user than this browser's last one (a session that ended
+        # without signing out): its HTTP cache may hold the last user's pixels.
+        who = hmac.new(
+            current_app.config["JWT_SECRET_KEY"].encode(), username.encode(), "sha256"
+        ).hexdigest()[:32]
+        if request.cookies.get(LAST_USER_COOKIE) != who:
+            response.headers["Clear-Site-Data"] = '"cache"'
+        response.set_cookie(
+            LAST_USER_COOKIE,
+            who,
+            max_age=365 * 86400,
+            httponly=True,
+            secure=current_app.config["JWT_COOKIE_SECURE"],
+            samesite=current_app.config["JWT_COOKIE_SAMESITE"],
+        )
         return response
 
     @server.get("/logout")
     def logout():
-        """Revoke the cookie tokens and clear them (and, in the page, the cache)."""
+        """Revoke the cookie tokens, clear them and the HTTP cache (the page has
+        emptied IndexedDB before it comes here: assets/imagecache.js)."""
         for refresh in (False, True):
             try:
                 verify_jwt_in_request(
@@ -310,6 +328,9 @@ def _login_routes(server: Flask, settings: Settings, limiter: Limiter) -> None:
         response = redirect("/login")
         unset_jwt_cookies(response)
         response.delete_cookie(EXPIRES_COOKIE)
+        # Pixels are cached privately for a year (api/pacs.py): the browser's
+        # HTTP cache forgets them with the session (a shared workstation).
+        response.headers["Clear-Site-Data"] = '"cache"'
         return response
 
 

@@ -50,7 +50,21 @@
     }, Math.min(wait, 2147483647));
   }
 
+  // Signing out revokes the tokens before the /logout answer arrives (the
+  // browser holds it while it empties its HTTP cache): requests refused in
+  // that time must not send the page to the login form instead, which would
+  // cancel the sign-out's navigation and keep its cookies.
+  var leaving = false;
+  document.addEventListener(
+    "click",
+    function (event) {
+      if (event.target.closest && event.target.closest("a[href='/logout']")) leaving = true;
+    },
+    true
+  );
+
   function signIn() {
+    if (leaving) return;
     var here = window.location.pathname + window.location.search;
     window.location.assign("/login?next=" + encodeURIComponent(here));
   }

@@ -532,9 +532,8 @@ def test_sec030_form_login_sets_http_only_lax_cookies_and_goes_next(browser):
         assert "samesite=lax" in attributes, header
         assert "secure" not in attributes  # development over http
         http_only = "httponly" in attributes
-        assert http_only == name.endswith("_token_cookie"), (
-            header
-        )  # csrf cookies readable by JS
+        # csrf cookies and the access token's expiry readable by JS
+        assert http_only == (name.endswith("_token_cookie") or name == "last_user")
 
 
 @pytest.mark.parametrize(
@@ -680,6 +679,26 @@ def test_sec036_dash_callbacks_need_the_csrf_header(browser):
     assert "_pages_content" in answer.json()["response"]  # the page was rendered
 
 
+def test_sec036b_another_user_signing_in_empties_the_http_cache(server, client):
+    """The browser's HTTP cache keeps pixels privately: a new user of the
+    browser (the last one's session ended without signing out) empties it,
+    the same user signing in again keeps it."""
+    add_user(server, "grace", "grace-password-1")
+
+    def sign_in_as(username: str, password: str):
+        answer = client.post(
+            "/login", data={"username": username, "password": password, "next": "/"}
+        )
+        assert answer.status_code == 302
+        return answer.headers.get("Clear-Site-Data")
+
+    assert sign_in_as(*API_ADMIN) == '"cache"'  # nobody known yet
+    assert sign_in_as(*API_ADMIN) is None  # alice again
+    assert sign_in_as("grace", "grace-password-1") == '"cache"'
+    last = client.get_cookie("last_user").value
+    assert "grace" not in last and len(last) == 32  # a keyed hash, no name
+
+
 def test_sec037_logout_revokes_the_cookie_tokens(browser):
     base = browser.base
     sign_in(browser)
@@ -687,6 +706,7 @@ def test_sec037_logout_revokes_the_cookie_tokens(browser):
     refresh = browser.cookies["refresh_token_cookie"]
     answer = browser.get(base + "/logout", allow_redirects=False)
     assert answer.status_code == 302 and answer.headers["Location"] == "/login"
+    assert answer.headers["Clear-Site-Data"] == '"cache"'  # the browser's pixels
     assert browser.get(base + "/", allow_redirects=False).status_code == 302
     thief = requests.Session()
     thief.headers.update(browser.headers)

@@ -421,3 +421,25 @@ def test_cache011_a_card_opens_its_cached_series_without_a_page_load(
     assert driver.execute_script("return window.__samePage") == 1
     assert image_requests.total == 0
     assert dash_br.get_logs() == []
+
+
+def test_cache012_signing_out_empties_the_http_cache(dash_br, live_app, corpus):
+    """Pixels are cached privately for a year (immutable), so signing out must
+    also take them out of the browser's HTTP cache: the next user of the
+    workstation gets no image without asking the server."""
+    study = corpus.demo
+    sign_in(dash_br, live_app, f"/study/{study.study_uid}")
+    url = dash_br.driver.execute_script(
+        "return document.querySelector('#series-grid img.thumb-img').dataset.src"
+    )
+    cached = (
+        "fetch(arguments[0], {cache: 'only-if-cached', mode: 'same-origin'})"
+        ".then(r => done(r.status), () => done('not cached'));"
+    )
+    WebDriverWait(dash_br.driver, 10, poll_frequency=0.05).until(
+        lambda _d: run(dash_br, cached, url) == 200
+    )
+    dash_br.find_element("#logout-link").click()
+    dash_br.wait_for_element("#login-form", timeout=10)
+    sign_in(dash_br, live_app, "/")  # no study page: nothing asks for it again
+    assert run(dash_br, cached, url) == "not cached"
