@@ -93,6 +93,20 @@ class CountingProxy:
         self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
+    def files(self, served: bool = True) -> Counter:
+        """Instance files per Orthanc id: those the upstream answered 200 (an
+        image that left Orthanc), or with ``served=False`` every one
+        forwarded, in the order asked (a 502 for an upstream that did not
+        answer, then the client's retry, counts twice there)."""
+        with self.lock:
+            if served:
+                paths = [p for p, status in self.answered if status == 200]
+            else:
+                paths = list(self.paths)
+        return Counter(
+            p.split("/")[2] for p in paths if p.split("?", 1)[0].endswith("/file")
+        )
+
     def reset(self) -> None:
         with self.lock:
             self.max_in_flight = self.in_flight

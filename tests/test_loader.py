@@ -7,7 +7,6 @@ from __future__ import annotations
 import multiprocessing
 import threading
 import time
-from collections import Counter
 
 import numpy as np
 import pytest
@@ -52,10 +51,6 @@ def build(proxy_url, auth, tmp_path, **loader_kwargs):
         locks=FileKeyLock(tmp_path / "locks" / "keys.locks"),
     )
     return pacs, BulkLoader(pacs, state, **loader_kwargs)
-
-
-def file_fetches(proxy):
-    return Counter(p.split("/")[2] for p in proxy.paths if p.endswith("/file"))
 
 
 def _hammer(proxy_url, auth, folder, instance_ids, queue, kind):
@@ -133,12 +128,16 @@ def test_load002_each_instance_fetched_once_by_concurrent_askers(
             t.start()
         for t in threads:
             t.join()
-        assert file_fetches(proxy) == {images[0].instance_id: 1}  # 16 frames, one fetch
+        assert proxy.files(served=False) == {
+            images[0].instance_id: 1
+        }  # 16 frames, one fetch
         expected = pacs.inner.get_frame(images[5].instance_id, 5)
         assert np.array_equal(results[5], expected)
         with pytest.raises(NotFound):
             pacs.get_frame(images[0].instance_id, 16)
-        assert file_fetches(proxy) == {images[0].instance_id: 1}  # not asked again
+        assert proxy.files(served=False) == {
+            images[0].instance_id: 1
+        }  # not asked again
 
 
 def test_load003_loader_fetches_every_image_once_then_nothing(
@@ -160,7 +159,7 @@ def test_load003_loader_fetches_every_image_once_then_nothing(
                 s.image_count for s in corpus.demo.series
             ]
             assert [p.loaded for p in progress] == [p.total for p in progress]
-            fetched = file_fetches(proxy)
+            fetched = proxy.files(served=False)
             instances = sum(len(s.instance_uids) for s in corpus.demo.series)
             assert len(fetched) == instances and set(fetched.values()) == {1}
             assert proxy.max_in_flight <= 5
@@ -168,7 +167,7 @@ def test_load003_loader_fetches_every_image_once_then_nothing(
             again = loader.prefetch(study)  # re-open: all served by the cache
             assert all(p.state == "complete" for p in again)
             assert proxy.forwarded - sent <= 2  # metadata only, no pixels
-            assert file_fetches(proxy) == fetched
+            assert proxy.files(served=False) == fetched
         finally:
             loader.stop()
 
@@ -204,7 +203,7 @@ def test_load003b_prefetch_while_loading_counts_every_image_once(
             loader.stop()
             progress = loader.progress(study)
             assert [p.loaded for p in progress] == [p.total for p in progress]
-            assert set(file_fetches(proxy).values()) == {1}
+            assert set(proxy.files(served=False).values()) == {1}
         finally:
             stop.set()
             loader.stop()
@@ -226,7 +225,7 @@ def test_load004_focused_series_loads_first(orthanc_server, corpus, tmp_path):
                 ),
                 what="the focused series",
             )
-            order = [i for i in file_fetches(proxy)]
+            order = list(proxy.files(served=False))
             images = pacs.list_images(study, target.series_uid)
             focused_ids = {i.instance_id for i in images}
             assert set(order[: len(focused_ids)]) == focused_ids  # before any other
@@ -366,14 +365,9 @@ def test_load006_orthanc_down_pauses_and_loading_resumes_by_itself(tmp_path, cor
                     lambda: progress().state == "complete", what="loading to resume"
                 )
                 assert progress().loaded == series.image_count > stalled
-                ok = [
-                    p
-                    for p, status in proxy.answered
-                    if p.endswith("/file") and status == 200
-                ]
-                assert (
-                    len(ok) == len(set(ok)) == series.image_count
-                )  # none fetched twice
+                served = proxy.files()
+                assert set(served.values()) == {1}  # none fetched twice
+                assert len(served) == series.image_count
             finally:
                 loader.stop()
     finally:
@@ -402,7 +396,7 @@ def test_load007_loader_stores_files_frames_decoded_on_first_request(
         multi = next(s for s in corpus.demo.series if s.image_count == 16)
         images = pacs.list_images(study, multi.series_uid)
         single = pacs.list_images(study, corpus.demo.series[2].series_uid)[7]
-        fetched = file_fetches(proxy)
+        fetched = proxy.files(served=False)
         for image in (images[5], single):
             key = pacs.frame_key(image.instance_id, image.frame_index)
             assert key not in pacs.images and pacs.has_frame(
@@ -418,7 +412,7 @@ def test_load007_loader_stores_files_frames_decoded_on_first_request(
         assert meta.rows > 0 and meta.number_of_frames == 1
         data = pacs.get_instance_file(single.instance_id)
         assert data == pacs.inner.get_instance_file(single.instance_id)
-        assert file_fetches(proxy) == {
+        assert proxy.files(served=False) == {
             k: v + (k == single.instance_id) for k, v in fetched.items()
         }  # the one more fetch is the comparison's, straight from Orthanc
 

@@ -55,16 +55,6 @@ def api_client(base: str) -> requests.Session:
     return session
 
 
-def file_fetches(proxy: CountingProxy) -> Counter:
-    """Instance files the upstream Orthanc answered 200, per instance."""
-    with proxy.lock:
-        return Counter(
-            path.split("/")[2]
-            for path, status in proxy.answered
-            if path.endswith("/file") and status == 200
-        )
-
-
 # -- Orthanc stopped in the middle of a bulk load, started again ------------------
 
 
@@ -177,7 +167,7 @@ def test_rel001_orthanc_restart_mid_load_api_says_waiting_then_resumes(
             served.close()
         in_orthanc = orthanc_instances(again, series.series_uid)
         assert done["loaded"] == done["total"] == len(in_orthanc) == series.image_count
-        fetched = file_fetches(proxy)
+        fetched = proxy.files()
         assert set(fetched) == in_orthanc and set(fetched.values()) == {1}
         assert proxy.upstream_errors > 0  # it really was down
         assert proxy.max_in_flight <= 5
@@ -246,7 +236,7 @@ def test_rel002_study_page_shows_waiting_while_orthanc_is_down_then_green(
     finally:
         app_proxy.upstream = upstream
     in_orthanc = orthanc_instances(again, series.series_uid)
-    fetched = file_fetches(app_proxy)
+    fetched = app_proxy.files()
     assert set(fetched) == in_orthanc and set(fetched.values()) == {1}
     assert app_proxy.upstream_errors > 0 and app_proxy.max_in_flight <= 5
     assert dash_br.get_logs() == []
@@ -327,7 +317,7 @@ def test_rel010_bulk_load_through_faults_every_image_once_under_2_percent(
         # the faults happened, of every kind
         assert {"500", "429", "drop", "slow"} <= set(chaos.injected), chaos.injected
         # every image arrived, each instance file left Orthanc once
-        fetched = file_fetches(proxy)
+        fetched = proxy.files()
         instances = sum(len(s.instance_uids) for s in study.series)
         assert len(fetched) == instances and set(fetched.values()) == {1}, fetched
         assert proxy.max_in_flight <= 5
