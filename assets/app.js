@@ -242,20 +242,4 @@
 
     onPage(whenSettled);
   })();
-
-  /* A click on a series card: the viewer will ask for the series' first
-   * image (the card's thumbnail, as a raw frame); its read from IndexedDB
-   * starts now, while Dash fetches and draws the viewer's layout. */
-  document.addEventListener(
-    "click",
-    function (event) {
-      // event: any click; only a plain click on a card's link counts
-      if (event.button !== 0 || event.metaKey || event.ctrlKey || event.shiftKey || event.altKey) return;
-      var link = event.target.closest && event.target.closest("a.thumb-link");
-      var img = link && link.querySelector("img.thumb-img[data-src]");
-      if (!img || !window.imageQueue || !window.imageQueue.expect) return;
-      window.imageQueue.expect(img.getAttribute("data-src").split("/rendered")[0]);
-    },
-    true
-  );
 })();

@@ -3,7 +3,7 @@
  *   imageQueue.fetch(url, {priority, signal, accept}) -> Promise of
  *     {buffer, headers, cached}   (headers: the x-* and content-type ones)
  *   imageQueue.expect(url): start reading url from the cache now, for a
- *     fetch(url) about to come
+ *     fetch(url) about to come; a promise of that read
  *
  * The browser's cache first (assets/imagecache.js: no network, no slot), else
  * the server, and what arrives is stored in that cache. At most MAX_IN_FLIGHT
@@ -381,10 +381,11 @@
 
   /* A hint: `url` will be asked for in a moment (a click that opens the
    * viewer): its read from the browser's cache starts now, and the next
-   * fetch(url) within a few seconds takes that read instead of its own. */
+   * fetch(url) within a few seconds takes that read instead of its own.
+   * Returns the read: a promise of {buffer, headers} or null (not cached). */
   var expected = new Map(); // url -> Promise of a cache hit or null
   function expect(url) {
-    if (expected.has(url)) return;
+    if (expected.has(url)) return expected.get(url);
     var read = cache().then(function (c) {
       return c ? c.get(url).catch(function () {}) : null;
     });
@@ -392,6 +393,7 @@
     setTimeout(function () {
       if (expected.get(url) === read) expected.delete(url);
     }, 5000);
+    return read;
   }
 
   // -- thumbnails ----------------------------------------------------------------

@@ -9,7 +9,10 @@
  * callback; the counter and slider follow through set_props, once per frame
  * after the paint (a Dash render never sits between an input and its frame).
  * Frames are fetched and stored by the page's image worker (through the
- * queue: assets/imagequeue.js, assets/imageworker.js).
+ * queue: assets/imagequeue.js, assets/imageworker.js). A click on a study
+ * card paints the series' first image from the browser's cache before the
+ * viewer's page arrives, with the same code, and the viewer adopts it
+ * (paintEarly).
  *
  * Loading: the image shown first, then +-3 neighbours, then the rest nearest
  * first in the direction of travel, at most MAX_IN_FLIGHT requests asked of
@@ -99,6 +102,7 @@
       setProps("cache-budget-mb", { value: kept.budgetMB });
     }
     attachGraph(V.id);
+    adoptEarly();
     var id = V.id;
     var claimed = window.imageCache ? window.imageCache.claim(cfg.user).catch(function () {}) : Promise.resolve();
     claimed.then(function () {
@@ -403,8 +407,12 @@
   }
 
   /* The series' default: the first image's own window, else its value range. */
+  function defaultWindowOf(img) {
+    return img.ownWindow || autoWindow(img);
+  }
+
   function setDefaultWindow(img) {
-    V.defaultWindow = img.ownWindow || autoWindow(img);
+    V.defaultWindow = defaultWindowOf(img);
     if (!V.window) setWindow(V.defaultWindow[0], V.defaultWindow[1], "default");
     else pushWindow(null);
   }
@@ -433,12 +441,13 @@
   }
 
   /* A lookup table from stored value (offset by the image's minimum) to an
-   * opaque grey RGBA pixel: the DICOM linear window (PS3.3 C.11.2.1.2). */
-  function lookup(img) {
-    var c = V.window[0],
-      w = V.window[1];
+   * opaque grey RGBA pixel: the DICOM linear window (PS3.3 C.11.2.1.2).
+   * s: where the last table is kept ({lut, lutKey}); win: [centre, width]. */
+  function lookup(s, img, win) {
+    var c = win[0],
+      w = win[1];
     var key = [c, w, img.min, img.max, img.invert].join(",");
-    if (key === V.lutKey) return V.lut;
+    if (key === s.lutKey) return s.lut;
     var n = img.max - img.min + 1;
     var lut = new Uint32Array(n);
     var lo = c - 0.5 - (w - 1) / 2,
@@ -449,8 +458,8 @@
       if (img.invert) g = 255 - g;
       lut[i] = 0xff000000 | (g << 16) | (g << 8) | g;
     }
-    V.lut = lut;
-    V.lutKey = key;
+    s.lut = lut;
+    s.lutKey = key;
     return lut;
   }
 
@@ -465,7 +474,7 @@
     if (img && V.window) {
       var key = index + ":" + V.window.join(",");
       if (key !== V.drawnKey) {
-        render(img);
+        render(V, img, V.window);
         V.drawnKey = key;
       }
       V.shown = index;
@@ -490,16 +499,18 @@
     }
   }
 
-  function render(img) {
-    var off = V.off;
+  /* Render img at window win into the offscreen canvas s.off (s: the viewer,
+   * or the card click's early paint; it keeps its ImageData and table). */
+  function render(s, img, win) {
+    var off = s.off;
     if (off.width !== img.cols || off.height !== img.rows) {
       off.width = img.cols;
       off.height = img.rows;
-      V.offData = null;
+      s.offData = null;
     }
     var ctx = off.getContext("2d");
-    if (!V.offData) V.offData = ctx.createImageData(img.cols, img.rows);
-    var out = new Uint32Array(V.offData.data.buffer);
+    if (!s.offData) s.offData = ctx.createImageData(img.cols, img.rows);
+    var out = new Uint32Array(s.offData.data.buffer);
     var data = img.data,
       n = img.rows * img.cols,
       i;
@@ -508,19 +519,19 @@
         out[i] = 0xff000000 | (data[3 * i + 2] << 16) | (data[3 * i + 1] << 8) | data[3 * i];
       }
     } else if (img.dtype === "float32" || img.max - img.min > 65535) {
-      var c = V.window[0],
-        w = V.window[1];
+      var c = win[0],
+        w = win[1];
       for (i = 0; i < n; i++) {
         var g = clamp(Math.round(((data[i] - (c - 0.5)) / Math.max(w - 1, 1) + 0.5) * 255), 0, 255);
         if (img.invert) g = 255 - g;
         out[i] = 0xff000000 | (g << 16) | (g << 8) | g;
       }
     } else {
-      var lut = lookup(img),
+      var lut = lookup(s, img, win),
         min = img.min;
       for (i = 0; i < n; i++) out[i] = lut[data[i] - min];
     }
-    ctx.putImageData(V.offData, 0, 0);
+    ctx.putImageData(s.offData, 0, 0);
   }
 
   /* Where the image lies on screen: the Plotly plot area at its axis ranges. */
@@ -551,10 +562,16 @@
     if (!alive() || V.shown < 0) return;
     var geo = geometry();
     if (!geo) return;
-    var canvas = V.canvas,
-      ratio = window.devicePixelRatio || 1;
-    var cw = V.viewport.clientWidth,
-      ch = V.viewport.clientHeight;
+    paintOnto(V.canvas, V.off, geo, V.viewport.clientWidth, V.viewport.clientHeight);
+    if (V.painted < 0) storeInsets();
+    V.painted = V.shown;
+    if (early) dropEarly(); // the viewer shows the image itself now
+  }
+
+  /* Draw the rendered image off onto canvas (cw x ch CSS pixels) where geo
+   * (geometry(), fitted()) puts it. */
+  function paintOnto(canvas, off, geo, cw, ch) {
+    var ratio = window.devicePixelRatio || 1;
     if (canvas.width !== Math.round(cw * ratio) || canvas.height !== Math.round(ch * ratio)) {
       canvas.width = Math.round(cw * ratio);
       canvas.height = Math.round(ch * ratio);
@@ -568,14 +585,31 @@
     ctx.clip();
     ctx.imageSmoothingEnabled = geo.sx < 3; // show pixels when zoomed far in
     ctx.drawImage(
-      V.off,
+      off,
       geo.left + (-0.5 - geo.x0) * geo.sx,
       geo.top + (-0.5 - geo.y0) * geo.sy,
-      V.off.width * geo.sx,
-      V.off.height * geo.sy
+      off.width * geo.sx,
+      off.height * geo.sy
     );
     ctx.restore();
-    V.painted = V.shown;
+  }
+
+  /* geometry() of a figure not drawn yet: the viewport's figure (pages/
+   * viewer.py: no margins, the pixel grid's ranges, y scaled by aspect) as
+   * Plotly fits it into w x h: the ranges widened around the centre. */
+  function fitted(img, aspect, w, h) {
+    var sx = Math.min(w / img.cols, h / (img.rows * aspect)),
+      sy = sx * aspect;
+    return {
+      left: 0,
+      top: 0,
+      width: w,
+      height: h,
+      sx: sx,
+      sy: sy,
+      x0: (img.cols - 1) / 2 - w / sx / 2,
+      y0: (img.rows - 1) / 2 - h / sy / 2,
+    };
   }
 
   function status() {
@@ -740,6 +774,125 @@
     requestAnimationFrame(tick);
   }
 
+  // -- a card's click: the first image before the viewer's page arrives ---------
+
+  /* A click on a study card (dcc.Link: no page load) reads the series' first
+   * frame from the browser's cache at once (imageQueue.expect) and paints it
+   * with the code above, full size at its default window, on a canvas where
+   * the viewport will be, over a cover hiding the study page; Dash meanwhile
+   * fetches and draws the viewer's page. When the viewport is there the
+   * cover goes and the canvas sits exactly on it; open() adopts the decoded
+   * frame and blit() removes the canvas once the viewer has painted the
+   * same pixels under it. Not in the cache: nothing is drawn. Where the
+   * viewport will be is where it was last time (localStorage), else the
+   * layout's usual place (one toolbar row). */
+  var early = null; // {href, url, img, aspect, surface: {off}, canvas, cover, ...}
+  var PLACE_KEY = "viewer.viewportInsets";
+
+  function paintEarly(link) {
+    dropEarly();
+    var thumb = link.querySelector("img.thumb-img[data-src]"),
+      q = window.imageQueue;
+    if (!thumb || !q || !q.expect) return;
+    var url = thumb.getAttribute("data-src").split("/rendered")[0]; // its frame
+    var e = (early = { href: link.getAttribute("href"), url: url, img: null });
+    e.timer = setTimeout(dropEarly, 10000); // never left behind
+    q.expect(url).then(function (hit) {
+      if (early !== e) return;
+      var shown = V && V.painted >= 0 && V.cfg.urls[V.painted] === url;
+      if (!hit || shown) return dropEarly(); // the viewer does it all as before
+      var img = decode(hit.buffer, headerMap(hit.headers)),
+        spacing = img.spacing;
+      e.img = img;
+      e.aspect = spacing && spacing[1] > 0 ? spacing[0] / spacing[1] : 1; // as the figure
+      e.surface = { off: document.createElement("canvas") };
+      render(e.surface, img, defaultWindowOf(img));
+      e.canvas = document.createElement("canvas");
+      e.canvas.id = "viewer-early";
+      document.body.appendChild(e.canvas);
+      e.watch = new MutationObserver(function () {
+        placeEarly(e);
+      });
+      e.watch.observe(document.body, { childList: true, subtree: true });
+      placeEarly(e);
+    });
+  }
+
+  /* Put early's canvas on the viewport, or where it will be (the study page
+   * still shown: covered); drop it when the page went elsewhere. */
+  function placeEarly(e) {
+    if (early !== e) return;
+    var vp = document.getElementById("viewer-viewport");
+    if (window.location.pathname !== e.href || document.getElementById("viewer-error")) return dropEarly();
+    var box;
+    if (vp) {
+      if (e.cover) e.cover.remove();
+      var r = vp.getBoundingClientRect();
+      box = [r.left, r.top, vp.clientWidth, vp.clientHeight];
+    } else {
+      var content = document.getElementById("_pages_content");
+      if (!e.cover && content) {
+        e.cover = document.createElement("div");
+        e.cover.id = "viewer-early-cover";
+        e.cover.style.top = content.getBoundingClientRect().top + window.scrollY + "px";
+        document.body.appendChild(e.cover);
+      }
+      var inset = storedInsets() || [12, 140, 12, 49];
+      box = [inset[0], inset[1], window.innerWidth - inset[0] - inset[2], window.innerHeight - inset[1] - inset[3]];
+    }
+    if (box.join() === e.box) return;
+    e.box = box.join();
+    var st = e.canvas.style;
+    st.left = box[0] + "px";
+    st.top = box[1] + "px";
+    st.width = box[2] + "px";
+    st.height = box[3] + "px";
+    paintOnto(e.canvas, e.surface.off, fitted(e.img, e.aspect, box[2], box[3]), box[2], box[3]);
+  }
+
+  function dropEarly() {
+    var e = early;
+    if (!e) return;
+    early = null;
+    clearTimeout(e.timer);
+    if (e.watch) e.watch.disconnect();
+    if (e.canvas) e.canvas.remove();
+    if (e.cover) e.cover.remove();
+  }
+
+  /* open(): the frame the click read is this viewer's first image. */
+  function adoptEarly() {
+    var e = early,
+      index = V.n - 1;
+    if (!e) return;
+    if (e.url !== V.cfg.urls[index]) return dropEarly();
+    if (!e.img) return; // still reading: the viewer's fetch takes the same read
+    V.images.set(index, e.img);
+    V.bytes += e.img.data.byteLength;
+    V.looked++;
+    V.hits++; // from the browser's cache
+    showCacheRate();
+    draw(); // painted once the figure is there (blit)
+  }
+
+  /* Where the viewport was (CSS px from the window's edges: left, top,
+   * right, bottom), for the next card's click. */
+  function storeInsets() {
+    var r = V.viewport.getBoundingClientRect();
+    var inset = [r.left, r.top, window.innerWidth - r.right, window.innerHeight - r.bottom].map(Math.round);
+    try {
+      window.localStorage.setItem(PLACE_KEY, JSON.stringify(inset));
+    } catch (err) {} // (storage full or off: the usual place next time)
+  }
+  function storedInsets() {
+    try {
+      var inset = JSON.parse(window.localStorage.getItem(PLACE_KEY));
+      return Array.isArray(inset) && inset.length === 4 ? inset : null;
+    } catch (err) {
+      return null;
+    }
+  }
+
   // -- sensitivity, remembered per user in this browser ------------------------------
 
   function sensitivityKey(user) {
@@ -879,6 +1032,18 @@
   });
 
   // -- input -------------------------------------------------------------------
+
+  /* A plain click on a series card's link (Dash's page; the first-paint
+   * copy's links load a page): its first image at once (paintEarly). */
+  document.addEventListener(
+    "click",
+    function (event) {
+      if (event.button !== 0 || event.metaKey || event.ctrlKey || event.shiftKey || event.altKey) return;
+      var link = event.target.closest && event.target.closest("a.thumb-link");
+      if (link && link.closest("#_pages_content")) paintEarly(link);
+    },
+    true
+  );
 
   function inViewport(target) {
     return target && target.closest && target.closest("#viewer-viewport");

@@ -11,7 +11,7 @@ from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support.ui import WebDriverWait
 
 from tests.conftest import sign_in
-from tests.test_viewer import keys, open_series, state, until
+from tests.test_viewer import frames, keys, open_series, state, until
 
 # the page's and its image worker's requests (assets/imagequeue.js)
 FRAMES = (
@@ -420,4 +420,144 @@ def test_cache011_a_card_opens_its_cached_series_without_a_page_load(
     assert figures["cached"] == images and figures["fetched"] == 0
     assert driver.execute_script("return window.__samePage") == 1
     assert image_requests.total == 0
+    assert dash_br.get_logs() == []
+
+
+# In the page: every canvas #viewer-early added, and the moment it is removed
+# (the viewer has just painted): both canvases' pixels, for a comparison.
+HANDOVER = """
+window.__early = {added: 0, handovers: []};
+new MutationObserver((records) => records.forEach((r) => r.addedNodes.forEach((n) => {
+  if (n.id === 'viewer-early') window.__early.added++;
+}))).observe(document.body, {childList: true});
+const remove = Element.prototype.remove;
+Element.prototype.remove = function () {
+  if (this.id === 'viewer-early') {
+    const v = document.getElementById('viewer-canvas');
+    window.__early.handovers.push({
+      early: this.toDataURL(), viewer: v ? v.toDataURL() : null,
+      early_box: this.getBoundingClientRect().toJSON(),
+      viewport: document.getElementById('viewer-viewport').getBoundingClientRect().toJSON(),
+    });
+  }
+  return remove.apply(this, arguments);
+};
+"""
+
+
+def latency(driver, ms: int) -> None:
+    """Every request of the page from now on waits ``ms`` (CDP)."""
+    driver.execute_cdp_cmd("Network.enable", {})
+    driver.execute_cdp_cmd(
+        "Network.emulateNetworkConditions",
+        {
+            "offline": False,
+            "latency": ms,
+            "downloadThroughput": -1,
+            "uploadThroughput": -1,
+        },
+    )
+
+
+def test_cache012_a_cards_click_paints_its_cached_first_image_at_once(
+    dash_br, live_app, corpus, image_requests
+):
+    """A click on the card of a cached series paints the series' first image
+    (full size, default window) where the viewport will be before the
+    viewer's page has arrived (held back here: 1 s of network latency); the
+    viewer adopts it and, when it paints the same pixels on the same spot,
+    the early canvas goes. Zoom, pan and the wheel work after that, the
+    image is the one a page load shows, and no pixel is asked of the server.
+    A series not cached opens as before, with nothing drawn early."""
+    from selenium.webdriver.common.action_chains import ActionChains
+
+    from tests.test_viewer import ranges, wheel
+
+    study, series = corpus.demo, corpus.demo.series[1]  # CT thorax, 40 images
+    images = sum(s.image_count for s in study.series)
+    driver = dash_br.driver
+    sign_in(dash_br, live_app, f"/study/{study.study_uid}")
+    prefetch_done(dash_br, images)
+    run(
+        dash_br,
+        "Promise.all([window.imageCache.idle(), window.plotlyWarm]).then(done);",
+    )
+    driver.execute_script(HANDOVER)
+    image_requests.reset()
+    latency(driver, 1000)
+    card = f"#series-grid a.thumb-link[href='/viewer/{study.study_uid}/{series.series_uid}']"
+    try:
+        dash_br.find_element(card).click()
+        # the image, before the viewer's page: over a cover of the study page
+        WebDriverWait(driver, 10, poll_frequency=0.01).until(
+            lambda d: d.execute_script(
+                "return !!document.getElementById('viewer-early')"
+                " && !!document.getElementById('viewer-early-cover')"
+            )
+        )
+        assert driver.execute_script(
+            "return !document.getElementById('viewer-viewport')"
+        )
+        centre = driver.execute_script(
+            "const c = document.getElementById('viewer-early');"
+            "return Array.from(c.getContext('2d').getImageData("
+            "c.width >> 1, c.height >> 1, 1, 1).data);"
+        )
+        assert centre[3] == 255 and centre[0] > 0  # soft tissue, not black
+    finally:
+        latency(driver, 0)
+    until(dash_br, f"s.shown === 1 && s.loaded.length === {series.image_count}")
+    WebDriverWait(driver, 10, poll_frequency=0.02).until(
+        lambda d: d.execute_script("return window.__early.handovers.length === 1")
+    )
+    assert not driver.find_elements("id", "viewer-early")
+    assert not driver.find_elements("id", "viewer-early-cover")
+    early = driver.execute_script("return window.__early")
+    handover = early["handovers"][0]
+    assert early["added"] == 1
+    # no jump: the same pixels at the same place
+    assert handover["early_box"] == handover["viewport"]
+    assert handover["early"] == handover["viewer"]
+    dash_br.wait_for_text_to_equal("#cache-hit-rate", "cache 100 %")
+    assert image_requests.total == 0
+    # the viewer works as ever: zoom, pan, wheel
+    fit = state(dash_br)["zoom"]
+    dash_br.find_element("#zoom-in").click()
+    until(dash_br, f"Math.abs(s.zoom - {fit * 1.25}) < 1e-6", what="zoom in")
+    x0, _y0 = ranges(dash_br)
+    ActionChains(driver).drag_and_drop_by_offset(
+        dash_br.find_element("#viewer-viewport"), 80, 40
+    ).perform()
+    WebDriverWait(driver, 10).until(lambda _d: ranges(dash_br)[0] < x0 - 10)
+    wheel(dash_br, 100)
+    until(dash_br, "s.shown === 2", what="the wheel's step")
+    # the frame and window a page load of the viewer shows
+    driver.get(f"{live_app}/viewer/{study.study_uid}/{series.series_uid}")
+    until(dash_br, "s.shown === 1")
+    frames(dash_br)
+    assert (
+        driver.execute_script(
+            "return document.getElementById('viewer-canvas').toDataURL()"
+        )
+        == handover["viewer"]
+    )
+    assert image_requests.total == 0
+    # a series not cached: nothing early, the viewer loads it from the server
+    other = study.series[4]  # MR T1, 24 images
+    driver.get(f"{live_app}/study/{study.study_uid}")
+    dash_br.wait_for_no_elements("#first-paint", timeout=15)
+    prefetch_done(dash_br, images)
+    run(
+        dash_br,
+        "window.imageCache.idle().then(() => window.imageCache.clear()).then(done);",
+    )
+    driver.execute_cdp_cmd("Network.clearBrowserCache", {})
+    driver.execute_script(HANDOVER)
+    image_requests.reset()
+    dash_br.find_element(
+        f"#series-grid a.thumb-link[href='/viewer/{study.study_uid}/{other.series_uid}']"
+    ).click()
+    until(dash_br, f"s.shown === 1 && s.loaded.length === {other.image_count}")
+    assert driver.execute_script("return window.__early.added") == 0
+    assert image_requests.total >= other.image_count
     assert dash_br.get_logs() == []
