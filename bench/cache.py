@@ -112,7 +112,7 @@ RECORDER = r"""
   b.mark = mark;
   document.addEventListener('click', (e) => {
     const a = e.target.closest && e.target.closest('a.thumb-link');
-    if (!a) return;
+    if (!a || !e.isTrusted) return;  // (not the app's own click of the link)
     b.click = abs(e.timeStamp);
     b.marks = {};
     sessionStorage.setItem('cb.click', String(b.click));  // if a page load follows
@@ -246,10 +246,12 @@ def open_study(driver, url: str, total: int, timeout: float) -> None:
         poll=0.05,
         what="the study page drawn and its images in IndexedDB",
     )
-    # the page settled: its writes stored, plotly.js warmed (when the app does)
+    # the page settled: its writes stored, plotly.js warmed and the cards'
+    # first frames read (when the app does)
     driver.execute_async_script(
         "const done = arguments[arguments.length - 1];"
-        "Promise.all([window.imageCache.idle(), window.plotlyWarm]).then(done, done);"
+        "Promise.all([window.imageCache.idle(), window.plotlyWarm, window.cardsRead])"
+        ".then(done, done);"
     )
 
 
