@@ -54,6 +54,7 @@
 
   function open(cfg) {
     close();
+    held = new Map(); // the study page's reads: no longer needed
     var viewport = document.getElementById("viewer-viewport");
     var canvas = document.getElementById("viewer-canvas");
     if (!viewport || !canvas || !cfg) return;
@@ -788,42 +789,90 @@
    * layout's usual place (one toolbar row). */
   var early = null; // {href, url, img, aspect, surface: {off}, canvas, cover, ...}
   var PLACE_KEY = "viewer.viewportInsets";
+  var held = new Map(); // frame url -> its read (readCards)
+  var HELD_BYTES = 32 * 1024 * 1024;
 
+  /* The frame a card's thumbnail shows (img: its <img data-src>). */
+  function frameOf(img) {
+    return img.getAttribute("data-src").split("/rendered")[0];
+  }
+
+  /* The study page, settled and idle (assets/app.js): its cards' first
+   * frames read from the browser's cache now, one at a time, up to
+   * HELD_BYTES, so that a click paints in its own task (no read to wait
+   * for behind Dash's work); dropped when a viewer opens. */
+  function readCards(most) {
+    // most: at most this many (tests: 0, the click's own read)
+    var q = window.imageQueue,
+      mine = (held = new Map()),
+      bytes = 0;
+    if (!q || !q.expect) return Promise.resolve(0);
+    var urls = Array.prototype.map.call(document.querySelectorAll("#series-grid img.thumb-img[data-src]"), frameOf);
+    urls = urls.slice(0, most === undefined ? urls.length : most);
+    return new Promise(function (resolve) {
+      (function next(i) {
+        if (i >= urls.length || held !== mine || bytes > HELD_BYTES) return resolve(mine.size);
+        q.expect(urls[i]).then(function (hit) {
+          if (hit) {
+            mine.set(urls[i], hit);
+            bytes += hit.buffer.byteLength;
+          }
+          next(i + 1);
+        });
+      })(0);
+    });
+  }
+
+  /* link: the card's <a>. True when the image is painted in this task (a
+   * frame readCards holds, the cache not emptied since), else it is read
+   * now and painted when read (if cached). */
   function paintEarly(link) {
     dropEarly();
     var thumb = link.querySelector("img.thumb-img[data-src]"),
-      q = window.imageQueue;
-    if (!thumb || !q || !q.expect) return;
-    var url = thumb.getAttribute("data-src").split("/rendered")[0]; // its frame
-    var e = (early = { href: link.getAttribute("href"), url: url, img: null });
+      q = window.imageQueue,
+      c = window.imageCache;
+    if (!thumb || !q || !q.expect) return false;
+    var url = frameOf(thumb);
+    var e = (early = { href: link.getAttribute("href"), from: window.location.pathname, url: url, img: null });
     e.timer = setTimeout(dropEarly, 10000); // never left behind
+    var hit = held.get(url);
+    if (hit && c && c.has(url)) return showEarly(e, hit);
     q.expect(url).then(function (hit) {
-      if (early !== e) return;
-      var shown = V && V.painted >= 0 && V.cfg.urls[V.painted] === url;
-      if (!hit || shown) return dropEarly(); // the viewer does it all as before
-      var img = decode(hit.buffer, headerMap(hit.headers)),
-        spacing = img.spacing;
-      e.img = img;
-      e.aspect = spacing && spacing[1] > 0 ? spacing[0] / spacing[1] : 1; // as the figure
-      e.surface = { off: document.createElement("canvas") };
-      render(e.surface, img, defaultWindowOf(img));
-      e.canvas = document.createElement("canvas");
-      e.canvas.id = "viewer-early";
-      document.body.appendChild(e.canvas);
-      e.watch = new MutationObserver(function () {
-        placeEarly(e);
-      });
-      e.watch.observe(document.body, { childList: true, subtree: true });
+      if (early === e) showEarly(e, hit);
+    });
+    return false;
+  }
+
+  /* hit: the frame read from the cache, or null. */
+  function showEarly(e, hit) {
+    var shown = V && V.painted >= 0 && V.cfg.urls[V.painted] === e.url;
+    if (!hit || shown) return dropEarly(); // the viewer does it all as before
+    var img = decode(hit.buffer, headerMap(hit.headers)),
+      spacing = img.spacing;
+    e.img = img;
+    e.aspect = spacing && spacing[1] > 0 ? spacing[0] / spacing[1] : 1; // as the figure
+    e.surface = { off: document.createElement("canvas") };
+    render(e.surface, img, defaultWindowOf(img));
+    e.canvas = document.createElement("canvas");
+    e.canvas.id = "viewer-early";
+    document.body.appendChild(e.canvas);
+    e.watch = new MutationObserver(function () {
       placeEarly(e);
     });
+    e.watch.observe(document.body, { childList: true, subtree: true });
+    placeEarly(e);
+    return true;
   }
 
   /* Put early's canvas on the viewport, or where it will be (the study page
    * still shown: covered); drop it when the page went elsewhere. */
   function placeEarly(e) {
     if (early !== e) return;
-    var vp = document.getElementById("viewer-viewport");
-    if (window.location.pathname !== e.href || document.getElementById("viewer-error")) return dropEarly();
+    var vp = document.getElementById("viewer-viewport"),
+      path = window.location.pathname;
+    if (path === e.href) e.went = true; // (painted at the click: before the link goes)
+    else if (e.went || path !== e.from) return dropEarly();
+    if (document.getElementById("viewer-error")) return dropEarly();
     var box;
     if (vp) {
       if (e.cover) e.cover.remove();
@@ -1001,6 +1050,7 @@
             return s.entries + " images, " + (s.bytes / 1048576).toFixed(1) + " MB kept";
           });
       },
+      readCards: readCards,
       /* For tests: a smaller budget for decoded frames (bytes). */
       setMemoryBudget: function (bytes) {
         MEMORY_BUDGET = bytes;
@@ -1034,13 +1084,30 @@
   // -- input -------------------------------------------------------------------
 
   /* A plain click on a series card's link (Dash's page; the first-paint
-   * copy's links load a page): its first image at once (paintEarly). */
+   * copy's links load a page): its first image at once (paintEarly). When
+   * that painted it, the link's own click (dcc.Link: Dash's navigation, tens
+   * of milliseconds of script in the same task) comes after the next frame,
+   * so that this frame shows the image. */
+  var passing = false; // our click of the link: Dash's turn
   document.addEventListener(
     "click",
     function (event) {
-      if (event.button !== 0 || event.metaKey || event.ctrlKey || event.shiftKey || event.altKey) return;
+      if (passing || event.button !== 0 || event.metaKey || event.ctrlKey || event.shiftKey || event.altKey) return;
       var link = event.target.closest && event.target.closest("a.thumb-link");
-      if (link && link.closest("#_pages_content")) paintEarly(link);
+      if (!link || !link.closest("#_pages_content") || !paintEarly(link)) return;
+      event.preventDefault();
+      event.stopPropagation();
+      requestAnimationFrame(function () {
+        setTimeout(function () {
+          if (!document.contains(link)) return dropEarly();
+          passing = true;
+          try {
+            link.click();
+          } finally {
+            passing = false;
+          }
+        }, 0);
+      });
     },
     true
   );

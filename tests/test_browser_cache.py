@@ -463,12 +463,14 @@ def test_cache012_a_cards_click_paints_its_cached_first_image_at_once(
     dash_br, live_app, corpus, image_requests
 ):
     """A click on the card of a cached series paints the series' first image
-    (full size, default window) where the viewport will be before the
-    viewer's page has arrived (held back here: 1 s of network latency); the
-    viewer adopts it and, when it paints the same pixels on the same spot,
-    the early canvas goes. Zoom, pan and the wheel work after that, the
+    (full size, default window) where the viewport will be, in the click's
+    own task (the study page read its cards' first frames while idle), before
+    the viewer's page has arrived (held back here: 1 s of network latency);
+    the viewer adopts it and, when it paints the same pixels on the same
+    spot, the early canvas goes. Zoom, pan and the wheel work after that, the
     image is the one a page load shows, and no pixel is asked of the server.
-    A series not cached opens as before, with nothing drawn early."""
+    A frame not read before is read at the click and painted the same way; a
+    series not cached opens as before, with nothing drawn early."""
     from selenium.webdriver.common.action_chains import ActionChains
 
     from tests.test_viewer import ranges, wheel
@@ -476,27 +478,54 @@ def test_cache012_a_cards_click_paints_its_cached_first_image_at_once(
     study, series = corpus.demo, corpus.demo.series[1]  # CT thorax, 40 images
     images = sum(s.image_count for s in study.series)
     driver = dash_br.driver
-    sign_in(dash_br, live_app, f"/study/{study.study_uid}")
-    prefetch_done(dash_br, images)
-    run(
-        dash_br,
-        "Promise.all([window.imageCache.idle(), window.plotlyWarm]).then(done);",
-    )
-    driver.execute_script(HANDOVER)
-    image_requests.reset()
-    latency(driver, 1000)
-    card = f"#series-grid a.thumb-link[href='/viewer/{study.study_uid}/{series.series_uid}']"
-    try:
-        dash_br.find_element(card).click()
-        # the image, before the viewer's page: over a cover of the study page
-        WebDriverWait(driver, 10, poll_frequency=0.01).until(
-            lambda d: d.execute_script(
-                "return !!document.getElementById('viewer-early')"
-                " && !!document.getElementById('viewer-early-cover')"
+    page = f"{live_app}/study/{study.study_uid}"
+
+    def settled() -> None:
+        prefetch_done(dash_br, images)
+        dash_br.wait_for_no_elements("#first-paint", timeout=15)
+        # the cards' frames read (again once the page has stored them)
+        WebDriverWait(driver, 30, poll_frequency=0.1).until(
+            lambda _d: (
+                run(
+                    dash_br,
+                    "Promise.all([window.imageCache.idle(), window.plotlyWarm,"
+                    " window.cardsRead]).then((r) => done(r[2]));",
+                )
+                == len(study.series)
             )
         )
+        driver.execute_script(HANDOVER)
+
+    def card(s):
+        return dash_br.find_element(
+            f"#series-grid a.thumb-link[href='/viewer/{study.study_uid}/{s.series_uid}']"
+        )
+
+    def handed_over() -> dict:
+        WebDriverWait(driver, 10, poll_frequency=0.02).until(
+            lambda d: d.execute_script("return window.__early.handovers.length === 1")
+        )
+        assert not driver.find_elements("id", "viewer-early")
+        assert not driver.find_elements("id", "viewer-early-cover")
+        early = driver.execute_script("return window.__early")
+        handover = early["handovers"][0]
+        assert early["added"] == 1
+        # no jump: the same pixels at the same place
+        assert handover["early_box"] == handover["viewport"]
+        assert handover["early"] == handover["viewer"]
+        return handover
+
+    sign_in(dash_br, live_app, f"/study/{study.study_uid}")
+    settled()
+    image_requests.reset()
+    latency(driver, 1000)
+    try:
+        card(series).click()
+        # painted in the click's task, before the viewer's page: over a cover
         assert driver.execute_script(
-            "return !document.getElementById('viewer-viewport')"
+            "return !!document.getElementById('viewer-early')"
+            " && !!document.getElementById('viewer-early-cover')"
+            " && !document.getElementById('viewer-viewport')"
         )
         centre = driver.execute_script(
             "const c = document.getElementById('viewer-early');"
@@ -507,17 +536,7 @@ def test_cache012_a_cards_click_paints_its_cached_first_image_at_once(
     finally:
         latency(driver, 0)
     until(dash_br, f"s.shown === 1 && s.loaded.length === {series.image_count}")
-    WebDriverWait(driver, 10, poll_frequency=0.02).until(
-        lambda d: d.execute_script("return window.__early.handovers.length === 1")
-    )
-    assert not driver.find_elements("id", "viewer-early")
-    assert not driver.find_elements("id", "viewer-early-cover")
-    early = driver.execute_script("return window.__early")
-    handover = early["handovers"][0]
-    assert early["added"] == 1
-    # no jump: the same pixels at the same place
-    assert handover["early_box"] == handover["viewport"]
-    assert handover["early"] == handover["viewer"]
+    handover = handed_over()
     dash_br.wait_for_text_to_equal("#cache-hit-rate", "cache 100 %")
     assert image_requests.total == 0
     # the viewer works as ever: zoom, pan, wheel
@@ -535,28 +554,27 @@ def test_cache012_a_cards_click_paints_its_cached_first_image_at_once(
     driver.get(f"{live_app}/viewer/{study.study_uid}/{series.series_uid}")
     until(dash_br, "s.shown === 1")
     frames(dash_br)
-    assert (
-        driver.execute_script(
-            "return document.getElementById('viewer-canvas').toDataURL()"
-        )
-        == handover["viewer"]
+    shown = driver.execute_script(
+        "return document.getElementById('viewer-canvas').toDataURL()"
     )
+    assert shown == handover["viewer"]
+    # a frame the study page did not read before: read at the click
+    other = study.series[3]  # CT abdomen
+    driver.get(page)
+    settled()
+    run(dash_br, "window.dash_clientside.viewer.readCards(0).then(done);")
+    card(other).click()
+    until(dash_br, f"s.shown === 1 && s.loaded.length === {other.image_count}")
+    handed_over()
     assert image_requests.total == 0
     # a series not cached: nothing early, the viewer loads it from the server
     other = study.series[4]  # MR T1, 24 images
-    driver.get(f"{live_app}/study/{study.study_uid}")
-    dash_br.wait_for_no_elements("#first-paint", timeout=15)
-    prefetch_done(dash_br, images)
-    run(
-        dash_br,
-        "window.imageCache.idle().then(() => window.imageCache.clear()).then(done);",
-    )
+    driver.get(page)
+    settled()
+    run(dash_br, "window.imageCache.clear().then(done);")
     driver.execute_cdp_cmd("Network.clearBrowserCache", {})
-    driver.execute_script(HANDOVER)
     image_requests.reset()
-    dash_br.find_element(
-        f"#series-grid a.thumb-link[href='/viewer/{study.study_uid}/{other.series_uid}']"
-    ).click()
+    card(other).click()
     until(dash_br, f"s.shown === 1 && s.loaded.length === {other.image_count}")
     assert driver.execute_script("return window.__early.added") == 0
     assert image_requests.total >= other.image_count
