@@ -55,6 +55,7 @@
   function open(cfg) {
     close();
     held = new Map(); // the study page's reads: no longer needed
+    reading++;
     var viewport = document.getElementById("viewer-viewport");
     var canvas = document.getElementById("viewer-canvas");
     if (!viewport || !canvas || !cfg) return;
@@ -789,7 +790,8 @@
    * layout's usual place (one toolbar row). */
   var early = null; // {href, url, img, aspect, surface: {off}, canvas, cover, ...}
   var PLACE_KEY = "viewer.viewportInsets";
-  var held = new Map(); // frame url -> its read (readCards)
+  var held = new Map(); // frame url -> {buffer, headers} (readCards)
+  var reading = 0; // readCards' run: a newer one, or a viewer, ends it
   var HELD_BYTES = 32 * 1024 * 1024;
 
   /* The frame a card's thumbnail shows (img: its <img data-src>). */
@@ -800,21 +802,30 @@
   /* The study page, settled and idle (assets/app.js): its cards' first
    * frames read from the browser's cache now, one at a time, up to
    * HELD_BYTES, so that a click paints in its own task (no read to wait
-   * for behind Dash's work); dropped when a viewer opens. */
+   * for behind Dash's work); those already held are kept; let go when a
+   * viewer opens. most: at most this many cards (0: let go of all).
+   * Returns a promise of how many are held. */
   function readCards(most) {
-    // most: at most this many (tests: 0, the click's own read)
     var q = window.imageQueue,
-      mine = (held = new Map()),
-      bytes = 0;
-    if (!q || !q.expect) return Promise.resolve(0);
+      run = ++reading,
+      bytes = 0,
+      keep = new Map();
     var urls = Array.prototype.map.call(document.querySelectorAll("#series-grid img.thumb-img[data-src]"), frameOf);
-    urls = urls.slice(0, most === undefined ? urls.length : most);
+    urls.slice(0, most === undefined ? urls.length : most).forEach(function (url) {
+      if (held.has(url)) keep.set(url, held.get(url));
+    });
+    held = keep;
+    held.forEach(function (hit) {
+      bytes += hit.buffer.byteLength;
+    });
+    if (!q || !q.read || most === 0) return Promise.resolve(held.size);
     return new Promise(function (resolve) {
       (function next(i) {
-        if (i >= urls.length || held !== mine || bytes > HELD_BYTES) return resolve(mine.size);
-        q.expect(urls[i]).then(function (hit) {
-          if (hit) {
-            mine.set(urls[i], hit);
+        if (i >= urls.length || run !== reading || bytes > HELD_BYTES) return resolve(held.size);
+        if (held.has(urls[i])) return next(i + 1);
+        q.read(urls[i]).then(function (hit) {
+          if (hit && run === reading) {
+            held.set(urls[i], hit);
             bytes += hit.buffer.byteLength;
           }
           next(i + 1);
@@ -834,7 +845,7 @@
     if (!thumb || !q || !q.expect) return false;
     var url = frameOf(thumb);
     var e = (early = { href: link.getAttribute("href"), from: window.location.pathname, url: url, img: null });
-    e.timer = setTimeout(dropEarly, 10000); // never left behind
+    e.timer = setTimeout(dropEarly, 30000); // never left behind (no page came)
     var hit = held.get(url);
     if (hit && c && c.has(url)) return showEarly(e, hit);
     q.expect(url).then(function (hit) {
