@@ -31,11 +31,12 @@
 
   /* Study page: its cards' first frames read from IndexedDB, for a click to
    * paint at once (assets/viewer.js): when the page has settled, and again
-   * once its background loading has stored what was missing. */
-  function readCards() {
+   * once its background loading has stored what was missing; most: at most
+   * this many (0 on other pages: what was read is let go). */
+  function readCards(most) {
     var viewer = window.dash_clientside && window.dash_clientside.viewer;
     // (a promise of how many, for tests and benchmarks)
-    window.cardsRead = viewer && viewer.readCards ? viewer.readCards() : Promise.resolve(0);
+    window.cardsRead = viewer && viewer.readCards ? viewer.readCards(most) : Promise.resolve(0);
   }
 
   /* Client-side navigation (dcc.Link, the back button): call fn(pathname) now
@@ -246,8 +247,8 @@
     /* After the study page at `path` has drawn its cards (the first-paint
      * copy gone), idle. */
     function whenSettled(path) {
-      var here = window.location.pathname === path && /^\/study\//.test(path);
-      if (!here || document.getElementById("study-error")) return;
+      if (!/^\/study\//.test(path)) return readCards(0);
+      if (window.location.pathname !== path || document.getElementById("study-error")) return;
       if (document.getElementById("first-paint") || !window._dashPlotlyJSURL || !document.getElementById("series-grid")) {
         setTimeout(function () {
           whenSettled(path);
