@@ -176,12 +176,11 @@ RECORDER = r"""
     },
   });
   // the first image drawn: by the card click's early paint (#viewer-early,
-  // before the viewer's page) or by the viewer (#viewer-canvas)
-  const draw = CanvasRenderingContext2D.prototype.drawImage;
-  CanvasRenderingContext2D.prototype.drawImage = function () {
-    const out = draw.apply(this, arguments);
-    const id = this.canvas.id;
-    if (b.click === null || (id !== 'viewer-canvas' && id !== 'viewer-early')) return out;
+  // before the viewer's page: drawImage or putImageData) or by the viewer
+  // (#viewer-canvas, drawImage)
+  const drawn = (canvas) => {
+    const id = canvas.id;
+    if (b.click === null || (id !== 'viewer-canvas' && id !== 'viewer-early')) return;
     if (id === 'viewer-canvas') mark('viewerDrawn');
     if (!b.marks.drawn) {
       mark('drawn');
@@ -189,6 +188,17 @@ RECORDER = r"""
       const painted = () => setTimeout(() => mark('painted'), 0);
       if (inRaf) painted(); else raf(painted);
     }
+  };
+  const draw = CanvasRenderingContext2D.prototype.drawImage;
+  CanvasRenderingContext2D.prototype.drawImage = function () {
+    const out = draw.apply(this, arguments);
+    drawn(this.canvas);
+    return out;
+  };
+  const put = CanvasRenderingContext2D.prototype.putImageData;
+  CanvasRenderingContext2D.prototype.putImageData = function () {
+    const out = put.apply(this, arguments);
+    if (this.canvas.id === 'viewer-early') drawn(this.canvas);
     return out;
   };
 })();
