@@ -564,16 +564,10 @@
     if (!alive() || V.shown < 0) return;
     var geo = geometry();
     if (!geo) return;
-    paintOnto(V.canvas, V.off, geo, V.viewport.clientWidth, V.viewport.clientHeight);
-    if (V.painted < 0) storeInsets();
-    V.painted = V.shown;
-    if (early) dropEarly(); // the viewer shows the image itself now
-  }
-
-  /* Draw the rendered image off onto canvas (cw x ch CSS pixels) where geo
-   * (geometry(), fitted()) puts it. */
-  function paintOnto(canvas, off, geo, cw, ch) {
-    var ratio = window.devicePixelRatio || 1;
+    var canvas = V.canvas,
+      ratio = window.devicePixelRatio || 1;
+    var cw = V.viewport.clientWidth,
+      ch = V.viewport.clientHeight;
     if (canvas.width !== Math.round(cw * ratio) || canvas.height !== Math.round(ch * ratio)) {
       canvas.width = Math.round(cw * ratio);
       canvas.height = Math.round(ch * ratio);
@@ -587,18 +581,21 @@
     ctx.clip();
     ctx.imageSmoothingEnabled = geo.sx < 3; // show pixels when zoomed far in
     ctx.drawImage(
-      off,
+      V.off,
       geo.left + (-0.5 - geo.x0) * geo.sx,
       geo.top + (-0.5 - geo.y0) * geo.sy,
-      off.width * geo.sx,
-      off.height * geo.sy
+      V.off.width * geo.sx,
+      V.off.height * geo.sy
     );
     ctx.restore();
+    if (V.painted < 0) storeInsets();
+    V.painted = V.shown;
+    if (early) dropEarly(); // the viewer shows the image itself now
   }
 
-  /* geometry() of a figure not drawn yet: the viewport's figure (pages/
-   * viewer.py: no margins, the pixel grid's ranges, y scaled by aspect) as
-   * Plotly fits it into w x h: the ranges widened around the centre. */
+  /* geometry() of a figure not drawn yet (for paintEarly): the viewport's
+   * figure (pages/viewer.py: no margins, the pixel grid's ranges, y scaled by
+   * aspect) as Plotly fits it into w x h: the ranges widened around the centre. */
   function fitted(img, aspect, w, h) {
     var sx = Math.min(w / img.cols, h / (img.rows * aspect)),
       sy = sx * aspect;
@@ -788,7 +785,7 @@
    * same pixels under it. Not in the cache: nothing is drawn. Where the
    * viewport will be is where it was last time (localStorage), else the
    * layout's usual place (one toolbar row). */
-  var early = null; // {href, url, img, aspect, surface: {off}, canvas, cover, ...}
+  var early = null; // {href, from, url, img, aspect, box, canvas, cover, ...}
   var PLACE_KEY = "viewer.viewportInsets";
   var held = new Map(); // frame url -> {buffer, headers} (readCards)
   var reading = 0; // readCards' run: a newer one, or a viewer, ends it
@@ -862,11 +859,15 @@
       spacing = img.spacing;
     e.img = img;
     e.aspect = spacing && spacing[1] > 0 ? spacing[0] / spacing[1] : 1; // as the figure
-    e.surface = { off: document.createElement("canvas") };
-    render(e.surface, img, defaultWindowOf(img));
+    // the frame at its own size, scaled by CSS: a frame of the page is
+    // cheaper than with a viewport-sized canvas drawn on (the link waits for it)
     e.canvas = document.createElement("canvas");
     e.canvas.id = "viewer-early";
-    document.body.appendChild(e.canvas);
+    render({ off: e.canvas }, img, defaultWindowOf(img));
+    e.box = document.createElement("div");
+    e.box.id = "viewer-early-box";
+    e.box.appendChild(e.canvas);
+    document.body.appendChild(e.box);
     e.watch = new MutationObserver(function () {
       placeEarly(e);
     });
@@ -875,8 +876,10 @@
     return true;
   }
 
-  /* Put early's canvas on the viewport, or where it will be (the study page
-   * still shown: covered); drop it when the page went elsewhere. */
+  /* Put early's box on the viewport, or where it will be (the study page
+   * still shown: covered), and the image in it where the figure will put it
+   * (fitted; unsmoothed where blit would not smooth); drop it when the page
+   * went elsewhere. */
   function placeEarly(e) {
     if (early !== e) return;
     var vp = document.getElementById("viewer-viewport"),
@@ -900,14 +903,20 @@
       var inset = storedInsets() || [12, 140, 12, 49];
       box = [inset[0], inset[1], window.innerWidth - inset[0] - inset[2], window.innerHeight - inset[1] - inset[3]];
     }
-    if (box.join() === e.box) return;
-    e.box = box.join();
-    var st = e.canvas.style;
-    st.left = box[0] + "px";
-    st.top = box[1] + "px";
-    st.width = box[2] + "px";
-    st.height = box[3] + "px";
-    paintOnto(e.canvas, e.surface.off, fitted(e.img, e.aspect, box[2], box[3]), box[2], box[3]);
+    if (box.join() === e.placed) return;
+    e.placed = box.join();
+    var geo = fitted(e.img, e.aspect, box[2], box[3]);
+    place(e.box, box[0], box[1], box[2], box[3]);
+    place(e.canvas, (-0.5 - geo.x0) * geo.sx, (-0.5 - geo.y0) * geo.sy, e.img.cols * geo.sx, e.img.rows * geo.sy);
+    e.canvas.style.imageRendering = geo.sx < 3 ? "auto" : "pixelated";
+  }
+
+  /* el at (left, top), w x h CSS pixels. */
+  function place(el, left, top, w, h) {
+    el.style.left = left + "px";
+    el.style.top = top + "px";
+    el.style.width = w + "px";
+    el.style.height = h + "px";
   }
 
   function dropEarly() {
@@ -916,7 +925,7 @@
     early = null;
     clearTimeout(e.timer);
     if (e.watch) e.watch.disconnect();
-    if (e.canvas) e.canvas.remove();
+    if (e.box) e.box.remove();
     if (e.cover) e.cover.remove();
   }
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import shutil
 import time
 
+import pytest
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support.ui import WebDriverWait
 
@@ -423,21 +424,43 @@ def test_cache011_a_card_opens_its_cached_series_without_a_page_load(
     assert dash_br.get_logs() == []
 
 
-# In the page: every canvas #viewer-early added, and the moment it is removed
-# (the viewer has just painted): both canvases' pixels, for a comparison.
+# In the page: every #viewer-early-box added, and the moment it goes (the
+# viewer has just painted): where the early image was and where the figure
+# puts the image, and the viewer's canvas against the early image drawn as
+# blit would draw it there (the same rendered pixels in the same place).
 HANDOVER = """
 window.__early = {added: 0, handovers: []};
 new MutationObserver((records) => records.forEach((r) => r.addedNodes.forEach((n) => {
-  if (n.id === 'viewer-early') window.__early.added++;
+  if (n.id === 'viewer-early-box') window.__early.added++;
 }))).observe(document.body, {childList: true});
 const remove = Element.prototype.remove;
 Element.prototype.remove = function () {
-  if (this.id === 'viewer-early') {
+  if (this.id === 'viewer-early-box') {
+    const early = document.getElementById('viewer-early');
     const v = document.getElementById('viewer-canvas');
+    const vp = document.getElementById('viewer-viewport').getBoundingClientRect();
+    const gd = document.querySelector('#viewer-graph .js-plotly-plot');
+    const fl = gd._fullLayout, size = fl._size, g = gd.getBoundingClientRect();
+    const xr = fl.xaxis.range, yr = fl.yaxis.range;
+    const sx = size.w / (xr[1] - xr[0]), sy = size.h / (yr[0] - yr[1]);
+    const left = g.left - vp.left + size.l, top = g.top - vp.top + size.t;
+    const x = left + (-0.5 - xr[0]) * sx, y = top + (-0.5 - yr[1]) * sy;
+    const copy = document.createElement('canvas');
+    copy.width = v.width;
+    copy.height = v.height;
+    const ctx = copy.getContext('2d'), ratio = window.devicePixelRatio || 1;
+    ctx.setTransform(ratio, 0, 0, ratio, 0, 0);
+    ctx.beginPath();
+    ctx.rect(left, top, size.w, size.h);
+    ctx.clip();
+    ctx.imageSmoothingEnabled = sx < 3;
+    ctx.drawImage(early, x, y, early.width * sx, early.height * sy);
+    const r = early.getBoundingClientRect();
     window.__early.handovers.push({
-      early: this.toDataURL(), viewer: v ? v.toDataURL() : null,
-      early_box: this.getBoundingClientRect().toJSON(),
-      viewport: document.getElementById('viewer-viewport').getBoundingClientRect().toJSON(),
+      early_rect: [r.left, r.top, r.width, r.height],
+      figure_rect: [vp.left + x, vp.top + y, early.width * sx, early.height * sy],
+      early_box: this.getBoundingClientRect().toJSON(), viewport: vp.toJSON(),
+      early: copy.toDataURL(), viewer: v.toDataURL(),
     });
   }
   return remove.apply(this, arguments);
@@ -505,13 +528,16 @@ def test_cache012_a_cards_click_paints_its_cached_first_image_at_once(
         WebDriverWait(driver, 10, poll_frequency=0.02).until(
             lambda d: d.execute_script("return window.__early.handovers.length === 1")
         )
-        assert not driver.find_elements("id", "viewer-early")
+        assert not driver.find_elements("id", "viewer-early-box")
         assert not driver.find_elements("id", "viewer-early-cover")
         early = driver.execute_script("return window.__early")
         handover = early["handovers"][0]
         assert early["added"] == 1
         # no jump: the same pixels at the same place
         assert handover["early_box"] == handover["viewport"]
+        assert handover["early_rect"] == pytest.approx(
+            handover["figure_rect"], abs=0.01
+        )
         assert handover["early"] == handover["viewer"]
         return handover
 
@@ -523,16 +549,17 @@ def test_cache012_a_cards_click_paints_its_cached_first_image_at_once(
         card(series).click()
         # painted in the click's task, before the viewer's page: over a cover
         assert driver.execute_script(
-            "return !!document.getElementById('viewer-early')"
+            "return !!document.getElementById('viewer-early-box')"
             " && !!document.getElementById('viewer-early-cover')"
             " && !document.getElementById('viewer-viewport')"
         )
         centre = driver.execute_script(
             "const c = document.getElementById('viewer-early');"
-            "return Array.from(c.getContext('2d').getImageData("
-            "c.width >> 1, c.height >> 1, 1, 1).data);"
+            "return [c.width, c.height].concat(Array.from(c.getContext('2d')"
+            ".getImageData(c.width >> 1, c.height >> 1, 1, 1).data));"
         )
-        assert centre[3] == 255 and centre[0] > 0  # soft tissue, not black
+        assert centre[:2] == [512, 512]  # the frame itself, full size
+        assert centre[5] == 255 and centre[2] > 0  # soft tissue, not black
     finally:
         latency(driver, 0)
     until(dash_br, f"s.shown === 1 && s.loaded.length === {series.image_count}")
