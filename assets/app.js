@@ -29,6 +29,16 @@
 (function () {
   "use strict";
 
+  /* Study page: its cards' first frames read from IndexedDB, for a click to
+   * paint at once (assets/viewer.js): when the page has settled, and again
+   * once its background loading has stored what was missing; most: at most
+   * this many (0 on other pages: what was read is let go). */
+  function readCards(most) {
+    var viewer = window.dash_clientside && window.dash_clientside.viewer;
+    // (a promise of how many, for tests and benchmarks)
+    window.cardsRead = viewer && viewer.readCards ? viewer.readCards(most) : Promise.resolve(0);
+  }
+
   /* Client-side navigation (dcc.Link, the back button): call fn(pathname) now
    * and after every change of page without a page load.
    *   fn: function (pathname) called on each page */
@@ -141,6 +151,11 @@
               return s.state !== "complete" && s.state !== "error";
             });
             if (moving) setTimeout(poll, POLL_MS);
+            else {
+              chain.then(function () {
+                if (alive() && state.fetched) readCards(); // the cards' frames are there now
+              });
+            }
           })
           .catch(function (error) {
             // no such study: nothing will ever load (the page says so); stop
@@ -229,33 +244,25 @@
         );
     }
 
-    /* After the study page's first images (the first-paint copy gone), idle. */
-    function whenSettled() {
-      if (warmed || !/^\/study\//.test(window.location.pathname)) return;
-      if (document.getElementById("first-paint") || !window._dashPlotlyJSURL) {
-        setTimeout(whenSettled, 100);
+    /* After the study page at `path` has drawn its cards (the first-paint
+     * copy gone), idle. */
+    function whenSettled(path) {
+      if (!/^\/study\//.test(path)) return readCards(0);
+      if (window.location.pathname !== path || document.getElementById("study-error")) return;
+      if (document.getElementById("first-paint") || !window._dashPlotlyJSURL || !document.getElementById("series-grid")) {
+        setTimeout(function () {
+          whenSettled(path);
+        }, 100);
         return;
       }
-      if (window.requestIdleCallback) window.requestIdleCallback(warm, { timeout: 2000 });
-      else setTimeout(warm, 200);
+      var idle = function () {
+        warm();
+        readCards();
+      };
+      if (window.requestIdleCallback) window.requestIdleCallback(idle, { timeout: 2000 });
+      else setTimeout(idle, 200);
     }
 
     onPage(whenSettled);
   })();
-
-  /* A click on a series card: the viewer will ask for the series' first
-   * image (the card's thumbnail, as a raw frame); its read from IndexedDB
-   * starts now, while Dash fetches and draws the viewer's layout. */
-  document.addEventListener(
-    "click",
-    function (event) {
-      // event: any click; only a plain click on a card's link counts
-      if (event.button !== 0 || event.metaKey || event.ctrlKey || event.shiftKey || event.altKey) return;
-      var link = event.target.closest && event.target.closest("a.thumb-link");
-      var img = link && link.querySelector("img.thumb-img[data-src]");
-      if (!img || !window.imageQueue || !window.imageQueue.expect) return;
-      window.imageQueue.expect(img.getAttribute("data-src").split("/rendered")[0]);
-    },
-    true
-  );
 })();

@@ -1,6 +1,7 @@
 /* The browser's image cache: IndexedDB, shared by every page of the app.
  *
  * window.imageCache.get(key) -> Promise of {buffer, headers} or null
+ * window.imageCache.has(key) -> false once the page knows key is not stored
  * window.imageCache.put(key, buffer, headers) -> Promise
  * window.imageCache.clear(), .stats(), .settings(), .configure({...})
  *
@@ -314,6 +315,11 @@
   root.imageCache = {
     version: CACHE_VERSION,
     get: get,
+    /* Whether key is stored, as far as this page knows (true before the
+     * database is open: get() will tell). */
+    has: function (key) {
+      return known ? known.has(key) : true;
+    },
     put: put,
     clear: clear,
     claim: claim,

@@ -3,7 +3,8 @@
  *   imageQueue.fetch(url, {priority, signal, accept}) -> Promise of
  *     {buffer, headers, cached}   (headers: the x-* and content-type ones)
  *   imageQueue.expect(url): start reading url from the cache now, for a
- *     fetch(url) about to come
+ *     fetch(url) about to come; a promise of that read
+ *   imageQueue.read(url): a read of the cache alone (no request after it)
  *
  * The browser's cache first (assets/imagecache.js: no network, no slot), else
  * the server, and what arrives is stored in that cache. At most MAX_IN_FLIGHT
@@ -364,9 +365,7 @@
         insert(job);
         return pump();
       }
-      (early || cache().then(function (c) {
-        return c ? c.get(url).catch(function () {}) : null;
-      }))
+      (early || readCache(url))
         .then(function (hit) {
           if (job.cancelled) return;
           if (hit) {
@@ -379,19 +378,27 @@
     });
   }
 
-  /* A hint: `url` will be asked for in a moment (a click that opens the
-   * viewer): its read from the browser's cache starts now, and the next
-   * fetch(url) within a few seconds takes that read instead of its own. */
-  var expected = new Map(); // url -> Promise of a cache hit or null
-  function expect(url) {
-    if (expected.has(url)) return;
-    var read = cache().then(function (c) {
+  /* url read from the browser's cache (the signed-in user's): a promise of
+   * {buffer, headers} or null. */
+  function readCache(url) {
+    return cache().then(function (c) {
       return c ? c.get(url).catch(function () {}) : null;
     });
+  }
+
+  /* A hint: `url` will be asked for in a moment (a click that opens the
+   * viewer): its read from the browser's cache starts now, and the next
+   * fetch(url) within a few seconds takes that read instead of its own.
+   * Returns the read: a promise of {buffer, headers} or null (not cached). */
+  var expected = new Map(); // url -> Promise of a cache hit or null
+  function expect(url) {
+    if (expected.has(url)) return expected.get(url);
+    var read = readCache(url);
     expected.set(url, read);
     setTimeout(function () {
       if (expected.get(url) === read) expected.delete(url);
     }, 5000);
+    return read;
   }
 
   // -- thumbnails ----------------------------------------------------------------
@@ -476,6 +483,7 @@
     MAX_IN_FLIGHT: MAX_IN_FLIGHT,
     fetch: request,
     expect: expect,
+    read: readCache,
     thumbnail: thumbnail,
     /* Resource timing of the page and of the worker: {name, startTime,
      * requestStart, responseEnd} in the page's clock (tests, benchmarks). */

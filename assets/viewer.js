@@ -9,7 +9,10 @@
  * callback; the counter and slider follow through set_props, once per frame
  * after the paint (a Dash render never sits between an input and its frame).
  * Frames are fetched and stored by the page's image worker (through the
- * queue: assets/imagequeue.js, assets/imageworker.js).
+ * queue: assets/imagequeue.js, assets/imageworker.js). A click on a study
+ * card paints the series' first image from the browser's cache before the
+ * viewer's page arrives, with the same code, and the viewer adopts it
+ * (paintEarly).
  *
  * Loading: the image shown first, then +-3 neighbours, then the rest nearest
  * first in the direction of travel, at most MAX_IN_FLIGHT requests asked of
@@ -51,6 +54,8 @@
 
   function open(cfg) {
     close();
+    held = new Map(); // the study page's reads: no longer needed
+    reading++;
     var viewport = document.getElementById("viewer-viewport");
     var canvas = document.getElementById("viewer-canvas");
     if (!viewport || !canvas || !cfg) return;
@@ -99,6 +104,7 @@
       setProps("cache-budget-mb", { value: kept.budgetMB });
     }
     attachGraph(V.id);
+    adoptEarly();
     var id = V.id;
     var claimed = window.imageCache ? window.imageCache.claim(cfg.user).catch(function () {}) : Promise.resolve();
     claimed.then(function () {
@@ -403,8 +409,12 @@
   }
 
   /* The series' default: the first image's own window, else its value range. */
+  function defaultWindowOf(img) {
+    return img.ownWindow || autoWindow(img);
+  }
+
   function setDefaultWindow(img) {
-    V.defaultWindow = img.ownWindow || autoWindow(img);
+    V.defaultWindow = defaultWindowOf(img);
     if (!V.window) setWindow(V.defaultWindow[0], V.defaultWindow[1], "default");
     else pushWindow(null);
   }
@@ -433,12 +443,13 @@
   }
 
   /* A lookup table from stored value (offset by the image's minimum) to an
-   * opaque grey RGBA pixel: the DICOM linear window (PS3.3 C.11.2.1.2). */
-  function lookup(img) {
-    var c = V.window[0],
-      w = V.window[1];
+   * opaque grey RGBA pixel: the DICOM linear window (PS3.3 C.11.2.1.2).
+   * s: where the last table is kept ({lut, lutKey}); win: [centre, width]. */
+  function lookup(s, img, win) {
+    var c = win[0],
+      w = win[1];
     var key = [c, w, img.min, img.max, img.invert].join(",");
-    if (key === V.lutKey) return V.lut;
+    if (key === s.lutKey) return s.lut;
     var n = img.max - img.min + 1;
     var lut = new Uint32Array(n);
     var lo = c - 0.5 - (w - 1) / 2,
@@ -449,8 +460,8 @@
       if (img.invert) g = 255 - g;
       lut[i] = 0xff000000 | (g << 16) | (g << 8) | g;
     }
-    V.lut = lut;
-    V.lutKey = key;
+    s.lut = lut;
+    s.lutKey = key;
     return lut;
   }
 
@@ -465,7 +476,7 @@
     if (img && V.window) {
       var key = index + ":" + V.window.join(",");
       if (key !== V.drawnKey) {
-        render(img);
+        render(V, img, V.window);
         V.drawnKey = key;
       }
       V.shown = index;
@@ -490,16 +501,18 @@
     }
   }
 
-  function render(img) {
-    var off = V.off;
+  /* Render img at window win into the offscreen canvas s.off (s: the viewer,
+   * or the card click's early paint; it keeps its ImageData and table). */
+  function render(s, img, win) {
+    var off = s.off;
     if (off.width !== img.cols || off.height !== img.rows) {
       off.width = img.cols;
       off.height = img.rows;
-      V.offData = null;
+      s.offData = null;
     }
     var ctx = off.getContext("2d");
-    if (!V.offData) V.offData = ctx.createImageData(img.cols, img.rows);
-    var out = new Uint32Array(V.offData.data.buffer);
+    if (!s.offData) s.offData = ctx.createImageData(img.cols, img.rows);
+    var out = new Uint32Array(s.offData.data.buffer);
     var data = img.data,
       n = img.rows * img.cols,
       i;
@@ -508,19 +521,19 @@
         out[i] = 0xff000000 | (data[3 * i + 2] << 16) | (data[3 * i + 1] << 8) | data[3 * i];
       }
     } else if (img.dtype === "float32" || img.max - img.min > 65535) {
-      var c = V.window[0],
-        w = V.window[1];
+      var c = win[0],
+        w = win[1];
       for (i = 0; i < n; i++) {
         var g = clamp(Math.round(((data[i] - (c - 0.5)) / Math.max(w - 1, 1) + 0.5) * 255), 0, 255);
         if (img.invert) g = 255 - g;
         out[i] = 0xff000000 | (g << 16) | (g << 8) | g;
       }
     } else {
-      var lut = lookup(img),
+      var lut = lookup(s, img, win),
         min = img.min;
       for (i = 0; i < n; i++) out[i] = lut[data[i] - min];
     }
-    ctx.putImageData(V.offData, 0, 0);
+    ctx.putImageData(s.offData, 0, 0);
   }
 
   /* Where the image lies on screen: the Plotly plot area at its axis ranges. */
@@ -575,7 +588,27 @@
       V.off.height * geo.sy
     );
     ctx.restore();
+    if (V.painted < 0) storeInsets();
     V.painted = V.shown;
+    if (early) dropEarly(); // the viewer shows the image itself now
+  }
+
+  /* geometry() of a figure not drawn yet (for paintEarly): the viewport's
+   * figure (pages/viewer.py: no margins, the pixel grid's ranges, y scaled by
+   * aspect) as Plotly fits it into w x h: the ranges widened around the centre. */
+  function fitted(img, aspect, w, h) {
+    var sx = Math.min(w / img.cols, h / (img.rows * aspect)),
+      sy = sx * aspect;
+    return {
+      left: 0,
+      top: 0,
+      width: w,
+      height: h,
+      sx: sx,
+      sy: sy,
+      x0: (img.cols - 1) / 2 - w / sx / 2,
+      y0: (img.rows - 1) / 2 - h / sy / 2,
+    };
   }
 
   function status() {
@@ -740,6 +773,195 @@
     requestAnimationFrame(tick);
   }
 
+  // -- a card's click: the first image before the viewer's page arrives ---------
+
+  /* A click on a study card (dcc.Link: no page load) reads the series' first
+   * frame from the browser's cache at once (imageQueue.expect) and paints it
+   * with the code above, full size at its default window, on a canvas where
+   * the viewport will be, over a cover hiding the study page; Dash meanwhile
+   * fetches and draws the viewer's page. When the viewport is there the
+   * cover goes and the canvas sits exactly on it; open() adopts the decoded
+   * frame and blit() removes the canvas once the viewer has painted the
+   * same pixels under it. Not in the cache: nothing is drawn. Where the
+   * viewport will be is where it was last time (localStorage), else the
+   * layout's usual place (one toolbar row). */
+  var early = null; // {href, from, url, img, aspect, box, canvas, cover, ...}
+  var PLACE_KEY = "viewer.viewportInsets";
+  var held = new Map(); // frame url -> {buffer, headers} (readCards)
+  var reading = 0; // readCards' run: a newer one, or a viewer, ends it
+  var HELD_BYTES = 32 * 1024 * 1024;
+
+  /* The frame a card's thumbnail shows (img: its <img data-src>). */
+  function frameOf(img) {
+    return img.getAttribute("data-src").split("/rendered")[0];
+  }
+
+  /* The study page, settled and idle (assets/app.js): its cards' first
+   * frames read from the browser's cache now, one at a time, up to
+   * HELD_BYTES, so that a click paints in its own task (no read to wait
+   * for behind Dash's work); those already held are kept; let go when a
+   * viewer opens. most: at most this many cards (0: let go of all).
+   * Returns a promise of how many are held. */
+  function readCards(most) {
+    var q = window.imageQueue,
+      run = ++reading,
+      bytes = 0,
+      keep = new Map();
+    var urls = Array.prototype.map.call(document.querySelectorAll("#series-grid img.thumb-img[data-src]"), frameOf);
+    urls.slice(0, most === undefined ? urls.length : most).forEach(function (url) {
+      if (held.has(url)) keep.set(url, held.get(url));
+    });
+    held = keep;
+    held.forEach(function (hit) {
+      bytes += hit.buffer.byteLength;
+    });
+    if (!q || !q.read || most === 0) return Promise.resolve(held.size);
+    return new Promise(function (resolve) {
+      (function next(i) {
+        if (i >= urls.length || run !== reading || bytes > HELD_BYTES) return resolve(held.size);
+        if (held.has(urls[i])) return next(i + 1);
+        q.read(urls[i]).then(function (hit) {
+          if (hit && run === reading) {
+            held.set(urls[i], hit);
+            bytes += hit.buffer.byteLength;
+          }
+          next(i + 1);
+        });
+      })(0);
+    });
+  }
+
+  /* link: the card's <a>. True when the image is painted in this task (a
+   * frame readCards holds, the cache not emptied since), else it is read
+   * now and painted when read (if cached). */
+  function paintEarly(link) {
+    dropEarly();
+    var thumb = link.querySelector("img.thumb-img[data-src]"),
+      q = window.imageQueue,
+      c = window.imageCache;
+    if (!thumb || !q || !q.expect) return false;
+    var url = frameOf(thumb);
+    var e = (early = { href: link.getAttribute("href"), from: window.location.pathname, url: url, img: null });
+    e.timer = setTimeout(dropEarly, 30000); // never left behind (no page came)
+    var hit = held.get(url);
+    if (hit && c && c.has(url)) return showEarly(e, hit);
+    q.expect(url).then(function (hit) {
+      if (early === e) showEarly(e, hit);
+    });
+    return false;
+  }
+
+  /* hit: the frame read from the cache, or null. */
+  function showEarly(e, hit) {
+    var shown = V && V.painted >= 0 && V.cfg.urls[V.painted] === e.url;
+    if (!hit || shown) return dropEarly(); // the viewer does it all as before
+    var img = decode(hit.buffer, headerMap(hit.headers)),
+      spacing = img.spacing;
+    e.img = img;
+    e.aspect = spacing && spacing[1] > 0 ? spacing[0] / spacing[1] : 1; // as the figure
+    // the frame at its own size, scaled by CSS: a frame of the page is
+    // cheaper than with a viewport-sized canvas drawn on (the link waits for it)
+    e.canvas = document.createElement("canvas");
+    e.canvas.id = "viewer-early";
+    render({ off: e.canvas }, img, defaultWindowOf(img));
+    e.box = document.createElement("div");
+    e.box.id = "viewer-early-box";
+    e.box.appendChild(e.canvas);
+    document.body.appendChild(e.box);
+    e.watch = new MutationObserver(function () {
+      placeEarly(e);
+    });
+    e.watch.observe(document.body, { childList: true, subtree: true });
+    placeEarly(e);
+    return true;
+  }
+
+  /* Put early's box on the viewport, or where it will be (the study page
+   * still shown: covered), and the image in it where the figure will put it
+   * (fitted; unsmoothed where blit would not smooth); drop it when the page
+   * went elsewhere. */
+  function placeEarly(e) {
+    if (early !== e) return;
+    var vp = document.getElementById("viewer-viewport"),
+      path = window.location.pathname;
+    if (path === e.href) e.went = true; // (painted at the click: before the link goes)
+    else if (e.went || path !== e.from) return dropEarly();
+    if (document.getElementById("viewer-error")) return dropEarly();
+    var box;
+    if (vp) {
+      if (e.cover) e.cover.remove();
+      var r = vp.getBoundingClientRect();
+      box = [r.left, r.top, vp.clientWidth, vp.clientHeight];
+    } else {
+      var content = document.getElementById("_pages_content");
+      if (!e.cover && content) {
+        e.cover = document.createElement("div");
+        e.cover.id = "viewer-early-cover";
+        e.cover.style.top = content.getBoundingClientRect().top + window.scrollY + "px";
+        document.body.appendChild(e.cover);
+      }
+      var inset = storedInsets() || [12, 140, 12, 49];
+      box = [inset[0], inset[1], window.innerWidth - inset[0] - inset[2], window.innerHeight - inset[1] - inset[3]];
+    }
+    if (box.join() === e.placed) return;
+    e.placed = box.join();
+    var geo = fitted(e.img, e.aspect, box[2], box[3]);
+    place(e.box, box[0], box[1], box[2], box[3]);
+    place(e.canvas, (-0.5 - geo.x0) * geo.sx, (-0.5 - geo.y0) * geo.sy, e.img.cols * geo.sx, e.img.rows * geo.sy);
+    e.canvas.style.imageRendering = geo.sx < 3 ? "auto" : "pixelated";
+  }
+
+  /* el at (left, top), w x h CSS pixels. */
+  function place(el, left, top, w, h) {
+    el.style.left = left + "px";
+    el.style.top = top + "px";
+    el.style.width = w + "px";
+    el.style.height = h + "px";
+  }
+
+  function dropEarly() {
+    var e = early;
+    if (!e) return;
+    early = null;
+    clearTimeout(e.timer);
+    if (e.watch) e.watch.disconnect();
+    if (e.box) e.box.remove();
+    if (e.cover) e.cover.remove();
+  }
+
+  /* open(): the frame the click read is this viewer's first image. */
+  function adoptEarly() {
+    var e = early,
+      index = V.n - 1;
+    if (!e) return;
+    if (e.url !== V.cfg.urls[index]) return dropEarly();
+    if (!e.img) return; // still reading: the viewer's fetch takes the same read
+    V.images.set(index, e.img);
+    V.bytes += e.img.data.byteLength;
+    V.looked++;
+    V.hits++; // from the browser's cache
+    showCacheRate();
+    draw(); // painted once the figure is there (blit)
+  }
+
+  /* Where the viewport was (CSS px from the window's edges: left, top,
+   * right, bottom), for the next card's click. */
+  function storeInsets() {
+    var r = V.viewport.getBoundingClientRect();
+    var inset = [r.left, r.top, window.innerWidth - r.right, window.innerHeight - r.bottom].map(Math.round);
+    try {
+      window.localStorage.setItem(PLACE_KEY, JSON.stringify(inset));
+    } catch (err) {} // (storage full or off: the usual place next time)
+  }
+  function storedInsets() {
+    try {
+      var inset = JSON.parse(window.localStorage.getItem(PLACE_KEY));
+      return Array.isArray(inset) && inset.length === 4 ? inset : null;
+    } catch (err) {
+      return null;
+    }
+  }
+
   // -- sensitivity, remembered per user in this browser ------------------------------
 
   function sensitivityKey(user) {
@@ -848,6 +1070,7 @@
             return s.entries + " images, " + (s.bytes / 1048576).toFixed(1) + " MB kept";
           });
       },
+      readCards: readCards,
       /* For tests: a smaller budget for decoded frames (bytes). */
       setMemoryBudget: function (bytes) {
         MEMORY_BUDGET = bytes;
@@ -879,6 +1102,35 @@
   });
 
   // -- input -------------------------------------------------------------------
+
+  /* A plain click on a series card's link (Dash's page; the first-paint
+   * copy's links load a page): its first image at once (paintEarly). When
+   * that painted it, the link's own click (dcc.Link: Dash's navigation, tens
+   * of milliseconds of script in the same task) comes after the next frame,
+   * so that this frame shows the image. */
+  var passing = false; // our click of the link: Dash's turn
+  document.addEventListener(
+    "click",
+    function (event) {
+      if (passing || event.button !== 0 || event.metaKey || event.ctrlKey || event.shiftKey || event.altKey) return;
+      var link = event.target.closest && event.target.closest("a.thumb-link");
+      if (!link || !link.closest("#_pages_content") || !paintEarly(link)) return;
+      event.preventDefault();
+      event.stopPropagation();
+      requestAnimationFrame(function () {
+        setTimeout(function () {
+          if (!document.contains(link)) return dropEarly();
+          passing = true;
+          try {
+            link.click();
+          } finally {
+            passing = false;
+          }
+        }, 0);
+      });
+    },
+    true
+  );
 
   function inViewport(target) {
     return target && target.closest && target.closest("#viewer-viewport");

@@ -36,10 +36,13 @@ across a page load), ``history.pushState``, ``#viewer-viewport`` in the DOM
 (MutationObserver), ``window.Plotly`` set (a setter: plotly.js evaluated),
 the figure's ``.main-svg`` in the DOM, the viewer's first
 ``imageCache.get`` of a frame (start and end: the IndexedDB read), the first
-``drawImage`` onto ``#viewer-canvas`` and ``painted``: ``performance.now()``
-in a ``setTimeout(0)`` after the frame that shows that draw (queued from the
-draw when it runs in an animation frame callback, else from the next one),
-as ``bench/viewer.py`` does. Resource Timing gives the layout callback's
+``drawImage`` of the image (onto ``#viewer-early``, the canvas a card's click
+paints before the viewer's page is there, when the app has one, else onto the
+viewer's ``#viewer-canvas``) and ``painted``: ``performance.now()`` in a
+``setTimeout(0)`` after the frame that shows that draw (queued from the draw
+when it runs in an animation frame callback, else from the next one), as
+``bench/viewer.py`` does; and the viewer's own first ``drawImage`` onto
+``#viewer-canvas``. Resource Timing gives the layout callback's
 request, plotly.js and ``async-graph.js``; a WSGI wrapper times the layout
 callback on the server and counts the pixel requests the server answers.
 
@@ -109,7 +112,7 @@ RECORDER = r"""
   b.mark = mark;
   document.addEventListener('click', (e) => {
     const a = e.target.closest && e.target.closest('a.thumb-link');
-    if (!a) return;
+    if (!a || !e.isTrusted) return;  // (not the app's own click of the link)
     b.click = abs(e.timeStamp);
     b.marks = {};
     sessionStorage.setItem('cb.click', String(b.click));  // if a page load follows
@@ -172,14 +175,30 @@ RECORDER = r"""
       };
     },
   });
-  const draw = CanvasRenderingContext2D.prototype.drawImage;
-  CanvasRenderingContext2D.prototype.drawImage = function () {
-    const out = draw.apply(this, arguments);
-    if (b.click !== null && !b.marks.drawn && this.canvas.id === 'viewer-canvas') {
+  // the first image drawn: by the card click's early paint (#viewer-early,
+  // before the viewer's page: drawImage or putImageData) or by the viewer
+  // (#viewer-canvas, drawImage)
+  const drawn = (canvas) => {
+    const id = canvas.id;
+    if (b.click === null || (id !== 'viewer-canvas' && id !== 'viewer-early')) return;
+    if (id === 'viewer-canvas') mark('viewerDrawn');
+    if (!b.marks.drawn) {
       mark('drawn');
+      b.drawnOn = id;
       const painted = () => setTimeout(() => mark('painted'), 0);
       if (inRaf) painted(); else raf(painted);
     }
+  };
+  const draw = CanvasRenderingContext2D.prototype.drawImage;
+  CanvasRenderingContext2D.prototype.drawImage = function () {
+    const out = draw.apply(this, arguments);
+    drawn(this.canvas);
+    return out;
+  };
+  const put = CanvasRenderingContext2D.prototype.putImageData;
+  CanvasRenderingContext2D.prototype.putImageData = function () {
+    const out = put.apply(this, arguments);
+    if (this.canvas.id === 'viewer-early') drawn(this.canvas);
     return out;
   };
 })();
@@ -203,6 +222,7 @@ const res = performance.getEntriesByType('resource')
   .filter(e => e.start >= b.click - 1);
 const v = window.dash_clientside.viewer.state();
 return {click: b.click, marks: b.marks, fullLoad: b.fullLoad, firstHit: b.firstHit,
+        drawnOn: b.drawnOn,
         plotlyBefore: b.plotlyAt !== undefined && b.plotlyAt < b.click,
         stats: s, resources: res, state: v, path: location.pathname};
 """
@@ -236,10 +256,12 @@ def open_study(driver, url: str, total: int, timeout: float) -> None:
         poll=0.05,
         what="the study page drawn and its images in IndexedDB",
     )
-    # the page settled: its writes stored, plotly.js warmed (when the app does)
+    # the page settled: its writes stored, plotly.js warmed and the cards'
+    # first frames read (when the app does)
     driver.execute_async_script(
         "const done = arguments[arguments.length - 1];"
-        "Promise.all([window.imageCache.idle(), window.plotlyWarm]).then(done, done);"
+        "Promise.all([window.imageCache.idle(), window.plotlyWarm, window.cardsRead])"
+        ".then(done, done);"
     )
 
 
@@ -311,6 +333,8 @@ def one_view(driver, mode: str, card: int, clock, timeout: float) -> dict:
         get_start=since("getStart"),
         get_end=since("getEnd"),
         drawn=since("drawn"),
+        early=data["drawnOn"] == "viewer-early",
+        viewer_drawn=since("viewerDrawn"),
         first_hit=data["firstHit"],
         hits=hits,
         misses=misses,
@@ -393,7 +417,8 @@ def main(argv: list[str] | None = None) -> int:
                     f"{r['painted']:.0f} ms (layout answered {r['cb_end']:.0f}, "
                     f"plotly {plotly}, "
                     f"read {r['get_start']:.0f}-{r['get_end']:.0f}, drawn "
-                    f"{r['drawn']:.0f}); hits {r['hits']}/{r['hits'] + r['misses']}, "
+                    f"{r['drawn']:.0f}{' early' if r['early'] else ''}, viewer "
+                    f"{r['viewer_drawn']:.0f}); hits {r['hits']}/{r['hits'] + r['misses']}, "
                     f"pixel requests {r['pixel_requests']} (server {r['server_pixels']})",
                     flush=True,
                 )
@@ -469,15 +494,23 @@ def main(argv: list[str] | None = None) -> int:
             ("plotly", "plotly.js evaluated (window.Plotly set)"),
             ("graph_js_end", "async-graph.js received"),
             ("svg", "figure's .main-svg in the DOM"),
-            ("drawn", "first drawImage onto #viewer-canvas"),
+            ("drawn", "first image drawn (#viewer-early, else #viewer-canvas)"),
             ("painted", "painted (after that frame)"),
+            ("viewer_drawn", "the viewer's own first drawImage (#viewer-canvas)"),
         ]
         detail = []
         for key, label in steps:
             detail.append([label, *(" / ".join(stat(m, key)) for m in modes)])
         print(table(["step (median / p95)", *modes], detail))
         print(
-            "\nplotly.js already loaded at the click: "
+            "\nfirst image drawn by the click's early paint (#viewer-early): "
+            + ", ".join(
+                f"{m} {sum(r['early'] for r in results[m])}/{len(results[m])}"
+                for m in modes
+            )
+        )
+        print(
+            "plotly.js already loaded at the click: "
             + ", ".join(
                 f"{m} {sum(r['plotly_warm'] for r in results[m])}/{len(results[m])}"
                 for m in modes

@@ -7,11 +7,12 @@ from __future__ import annotations
 import shutil
 import time
 
+import pytest
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support.ui import WebDriverWait
 
 from tests.conftest import sign_in
-from tests.test_viewer import keys, open_series, state, until
+from tests.test_viewer import frames, keys, open_series, state, until
 
 # the page's and its image worker's requests (assets/imagequeue.js)
 FRAMES = (
@@ -423,7 +424,7 @@ def test_cache011_a_card_opens_its_cached_series_without_a_page_load(
     assert dash_br.get_logs() == []
 
 
-def test_cache012_signing_out_empties_the_http_cache(dash_br, live_app, corpus):
+def test_cache013_signing_out_empties_the_http_cache(dash_br, live_app, corpus):
     """Pixels are cached privately for a year (immutable), so signing out must
     also take them out of the browser's HTTP cache: the next user of the
     workstation gets no image without asking the server."""
@@ -443,3 +444,187 @@ def test_cache012_signing_out_empties_the_http_cache(dash_br, live_app, corpus):
     dash_br.wait_for_element("#login-form", timeout=10)
     sign_in(dash_br, live_app, "/")  # no study page: nothing asks for it again
     assert run(dash_br, cached, url) == "not cached"
+
+
+# In the page: every #viewer-early-box added, and the moment it goes (the
+# viewer has just painted): where the early image was and where the figure
+# puts the image, and the viewer's canvas against the early image drawn as
+# blit would draw it there (the same rendered pixels in the same place).
+HANDOVER = """
+window.__early = {added: 0, handovers: []};
+new MutationObserver((records) => records.forEach((r) => r.addedNodes.forEach((n) => {
+  if (n.id === 'viewer-early-box') window.__early.added++;
+}))).observe(document.body, {childList: true});
+const remove = Element.prototype.remove;
+Element.prototype.remove = function () {
+  if (this.id === 'viewer-early-box') {
+    const early = document.getElementById('viewer-early');
+    const v = document.getElementById('viewer-canvas');
+    const vp = document.getElementById('viewer-viewport').getBoundingClientRect();
+    const gd = document.querySelector('#viewer-graph .js-plotly-plot');
+    const fl = gd._fullLayout, size = fl._size, g = gd.getBoundingClientRect();
+    const xr = fl.xaxis.range, yr = fl.yaxis.range;
+    const sx = size.w / (xr[1] - xr[0]), sy = size.h / (yr[0] - yr[1]);
+    const left = g.left - vp.left + size.l, top = g.top - vp.top + size.t;
+    const x = left + (-0.5 - xr[0]) * sx, y = top + (-0.5 - yr[1]) * sy;
+    const copy = document.createElement('canvas');
+    copy.width = v.width;
+    copy.height = v.height;
+    const ctx = copy.getContext('2d'), ratio = window.devicePixelRatio || 1;
+    ctx.setTransform(ratio, 0, 0, ratio, 0, 0);
+    ctx.beginPath();
+    ctx.rect(left, top, size.w, size.h);
+    ctx.clip();
+    ctx.imageSmoothingEnabled = sx < 3;
+    ctx.drawImage(early, x, y, early.width * sx, early.height * sy);
+    const r = early.getBoundingClientRect();
+    window.__early.handovers.push({
+      early_rect: [r.left, r.top, r.width, r.height],
+      figure_rect: [vp.left + x, vp.top + y, early.width * sx, early.height * sy],
+      early_box: this.getBoundingClientRect().toJSON(), viewport: vp.toJSON(),
+      early: copy.toDataURL(), viewer: v.toDataURL(),
+    });
+  }
+  return remove.apply(this, arguments);
+};
+"""
+
+
+def latency(driver, ms: int) -> None:
+    """Every request of the page from now on waits ``ms`` (CDP)."""
+    driver.execute_cdp_cmd("Network.enable", {})
+    driver.execute_cdp_cmd(
+        "Network.emulateNetworkConditions",
+        {
+            "offline": False,
+            "latency": ms,
+            "downloadThroughput": -1,
+            "uploadThroughput": -1,
+        },
+    )
+
+
+def test_cache012_a_cards_click_paints_its_cached_first_image_at_once(
+    dash_br, live_app, corpus, image_requests
+):
+    """A click on the card of a cached series paints the series' first image
+    (full size, default window) where the viewport will be, in the click's
+    own task (the study page read its cards' first frames while idle), before
+    the viewer's page has arrived (held back here: 1 s of network latency);
+    the viewer adopts it and, when it paints the same pixels on the same
+    spot, the early canvas goes. Zoom, pan and the wheel work after that, the
+    image is the one a page load shows, and no pixel is asked of the server.
+    A frame not read before is read at the click and painted the same way; a
+    series not cached opens as before, with nothing drawn early."""
+    from selenium.webdriver.common.action_chains import ActionChains
+
+    from tests.test_viewer import ranges, wheel
+
+    study, series = corpus.demo, corpus.demo.series[1]  # CT thorax, 40 images
+    images = sum(s.image_count for s in study.series)
+    driver = dash_br.driver
+    page = f"{live_app}/study/{study.study_uid}"
+
+    def settled() -> None:
+        prefetch_done(dash_br, images)
+        dash_br.wait_for_no_elements("#first-paint", timeout=15)
+        # the cards' frames read (again once the page has stored them)
+        WebDriverWait(driver, 30, poll_frequency=0.1).until(
+            lambda _d: (
+                run(
+                    dash_br,
+                    "Promise.all([window.imageCache.idle(), window.plotlyWarm,"
+                    " window.cardsRead]).then((r) => done(r[2]));",
+                )
+                == len(study.series)
+            )
+        )
+        driver.execute_script(HANDOVER)
+
+    def card(s):
+        return dash_br.find_element(
+            f"#series-grid a.thumb-link[href='/viewer/{study.study_uid}/{s.series_uid}']"
+        )
+
+    def handed_over() -> dict:
+        WebDriverWait(driver, 10, poll_frequency=0.02).until(
+            lambda d: d.execute_script("return window.__early.handovers.length === 1")
+        )
+        assert not driver.find_elements("id", "viewer-early-box")
+        assert not driver.find_elements("id", "viewer-early-cover")
+        early = driver.execute_script("return window.__early")
+        handover = early["handovers"][0]
+        assert early["added"] == 1
+        # no jump: the same pixels at the same place
+        assert handover["early_box"] == handover["viewport"]
+        assert handover["early_rect"] == pytest.approx(
+            handover["figure_rect"], abs=0.01
+        )
+        assert handover["early"] == handover["viewer"]
+        return handover
+
+    sign_in(dash_br, live_app, f"/study/{study.study_uid}")
+    settled()
+    image_requests.reset()
+    latency(driver, 1000)
+    try:
+        card(series).click()
+        # painted in the click's task, before the viewer's page: over a cover
+        assert driver.execute_script(
+            "return !!document.getElementById('viewer-early-box')"
+            " && !!document.getElementById('viewer-early-cover')"
+            " && !document.getElementById('viewer-viewport')"
+        )
+        centre = driver.execute_script(
+            "const c = document.getElementById('viewer-early');"
+            "return [c.width, c.height].concat(Array.from(c.getContext('2d')"
+            ".getImageData(c.width >> 1, c.height >> 1, 1, 1).data));"
+        )
+        assert centre[:2] == [512, 512]  # the frame itself, full size
+        assert centre[5] == 255 and centre[2] > 0  # soft tissue, not black
+    finally:
+        latency(driver, 0)
+    until(dash_br, f"s.shown === 1 && s.loaded.length === {series.image_count}")
+    handover = handed_over()
+    dash_br.wait_for_text_to_equal("#cache-hit-rate", "cache 100 %")
+    assert image_requests.total == 0
+    # the viewer works as ever: zoom, pan, wheel
+    fit = state(dash_br)["zoom"]
+    dash_br.find_element("#zoom-in").click()
+    until(dash_br, f"Math.abs(s.zoom - {fit * 1.25}) < 1e-6", what="zoom in")
+    x0, _y0 = ranges(dash_br)
+    ActionChains(driver).drag_and_drop_by_offset(
+        dash_br.find_element("#viewer-viewport"), 80, 40
+    ).perform()
+    WebDriverWait(driver, 10).until(lambda _d: ranges(dash_br)[0] < x0 - 10)
+    wheel(dash_br, 100)
+    until(dash_br, "s.shown === 2", what="the wheel's step")
+    # the frame and window a page load of the viewer shows
+    driver.get(f"{live_app}/viewer/{study.study_uid}/{series.series_uid}")
+    until(dash_br, "s.shown === 1")
+    frames(dash_br)
+    shown = driver.execute_script(
+        "return document.getElementById('viewer-canvas').toDataURL()"
+    )
+    assert shown == handover["viewer"]
+    # a frame the study page did not read before: read at the click
+    other = study.series[3]  # CT abdomen
+    driver.get(page)
+    settled()
+    run(dash_br, "window.dash_clientside.viewer.readCards(0).then(done);")
+    card(other).click()
+    until(dash_br, f"s.shown === 1 && s.loaded.length === {other.image_count}")
+    handed_over()
+    assert image_requests.total == 0
+    # a series not cached: nothing early, the viewer loads it from the server
+    other = study.series[4]  # MR T1, 24 images
+    driver.get(page)
+    settled()
+    run(dash_br, "window.imageCache.clear().then(done);")
+    driver.execute_cdp_cmd("Network.clearBrowserCache", {})
+    image_requests.reset()
+    card(other).click()
+    until(dash_br, f"s.shown === 1 && s.loaded.length === {other.image_count}")
+    assert driver.execute_script("return window.__early.added") == 0
+    assert image_requests.total >= other.image_count
+    assert dash_br.get_logs() == []
