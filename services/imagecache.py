@@ -188,10 +188,11 @@ class WholeFileDisk(diskcache.Disk):
             iterator = iter((iterator.getvalue(),))
         folder = os.path.dirname(full_path)
         for attempt in range(10):  # as diskcache: a cull may remove the folder
-            if folder not in self._folders:  # a stat per write otherwise
-                os.makedirs(folder, exist_ok=True)
-                self._folders.add(folder)
             try:
+                if folder not in self._folders:  # a stat per write otherwise
+                    # a parent culled by another writer meanwhile fails this
+                    os.makedirs(folder, exist_ok=True)
+                    self._folders.add(folder)
                 writer = open(full_path, mode, encoding=encoding)
             except OSError:
                 self._folders.discard(folder)

@@ -5,6 +5,7 @@ failures and Retry."""
 from __future__ import annotations
 
 import multiprocessing
+import os
 import threading
 import time
 
@@ -496,3 +497,26 @@ def test_load009_shared_primitives_write_less_and_lose_nothing(tmp_path):
     for t in threads:
         t.join()
     assert state.get("hits") == 300
+
+
+def test_load009b_a_folder_culled_while_made_is_made_again(tmp_path, monkeypatch):
+    """Another writer's delete removes empty folders (diskcache culls them):
+    if it takes a parent away while this write makes its folder, os.makedirs
+    fails and the write makes the folder again instead of failing (seen as a
+    FileNotFoundError under concurrent frame requests)."""
+    from services import imagecache
+
+    images = open_image_cache(tmp_path / "images", 16)
+    real, calls = os.makedirs, []
+
+    def culled_once(name, *args, **kwargs):
+        calls.append(name)
+        if len(calls) == 1:
+            raise FileNotFoundError(2, "No such file or directory", name)
+        return real(name, *args, **kwargs)
+
+    monkeypatch.setattr(imagecache.os, "makedirs", culled_once)
+    value = b"\x01" * 100_000  # large enough to go to a file
+    images.set("frame", value)
+    assert len(calls) >= 2 and calls[0] == calls[1]  # asked again (and its parents)
+    assert images.get("frame") == value
