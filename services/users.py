@@ -66,9 +66,20 @@ class UserStore:
         self.revocations = revocations
         self._local = threading.local()
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        with closing(self._connect()) as db:
-            db.execute("PRAGMA journal_mode=WAL")
-            db.executescript(SCHEMA)
+        # Workers booting together: while one writes the schema (a RESERVED
+        # lock), SQLite refuses another's switch to WAL at once, without
+        # waiting for its busy timeout ("database is locked"); so wait here.
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with closing(self._connect()) as db:
+                    db.execute("PRAGMA journal_mode=WAL")
+                    db.executescript(SCHEMA)
+                break
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.02)
 
     def _connect(self) -> sqlite3.Connection:
         return sqlite3.connect(self.path, timeout=30)

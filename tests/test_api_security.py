@@ -1075,3 +1075,25 @@ def test_sec070_no_credentials_in_logs(tmp_path, caplog, corpus):
         assert orthanc_password not in text
         assert tried_password not in text
         assert API_ADMIN[1] not in text
+
+
+def test_sec063_user_store_opens_while_another_worker_writes_its_schema(tmp_path):
+    """Two workers booting together: one holds a write lock on the fresh
+    users file while the other opens it. SQLite refuses the switch to WAL at
+    once then (its busy timeout does not apply); the store waits instead of
+    failing the worker's boot ("database is locked", seen under load)."""
+    import sqlite3
+    import threading
+
+    path = tmp_path / "users.sqlite"
+    other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    other.execute("BEGIN IMMEDIATE")  # as while it writes the schema
+    other.execute("CREATE TABLE IF NOT EXISTS elsewhere (x)")
+    done = threading.Event()
+    threading.Thread(target=lambda: (done.wait(0.3), other.execute("COMMIT"))).start()
+    store = UserStore(path)
+    assert store.set_user("hanna", "correct horse battery")
+    assert store.authenticate("hanna", "correct horse battery")
+    with sqlite3.connect(path) as db:
+        assert db.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+    other.close()
