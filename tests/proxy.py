@@ -1,8 +1,9 @@
 """A counting, fault-injecting HTTP proxy on 127.0.0.1 for tests.
 
 It forwards every request to a real upstream (Orthanc) and records how many
-were in flight at once, so a test can check the cap on the wire rather than
-trusting the client's own counters. ``faults`` is a queue of canned answers
+were in flight at once (and in ``peak`` which, since when, at the maximum),
+so a test can check the cap on the wire rather than trusting the client's own
+counters. ``faults`` is a queue of canned answers
 (status, headers[, body]) served instead of forwarding, for retry and backoff tests;
 ``fail_paths`` maps a path to a status answered every time; ``delay`` slows
 every forwarded request; ``chaos`` (a :class:`Chaos`) injects seeded random
@@ -82,6 +83,8 @@ class CountingProxy:
         self.lock = threading.Lock()
         self.in_flight = 0
         self.max_in_flight = 0
+        self.peak: list[tuple[float, str]] = []  # (since, path) in flight at the max
+        self._open: dict[int, tuple[float, str]] = {}  # request -> (since, path)
         self.forwarded = 0
         self.answered_faults = 0
         self.paths: list[str] = []  # forwarded, whatever the outcome
@@ -110,6 +113,7 @@ class CountingProxy:
     def reset(self) -> None:
         with self.lock:
             self.max_in_flight = self.in_flight
+            self.peak = sorted(self._open.values())
             self.forwarded = self.answered_faults = self.upstream_errors = 0
             self.paths.clear()
             self.answered.clear()
@@ -160,7 +164,10 @@ class CountingProxy:
                     else:
                         proxy.in_flight += 1
                         proxy.forwarded += 1
-                        proxy.max_in_flight = max(proxy.max_in_flight, proxy.in_flight)
+                        proxy._open[id(self)] = (time.monotonic(), self.path)
+                        if proxy.in_flight > proxy.max_in_flight:
+                            proxy.max_in_flight = proxy.in_flight
+                            proxy.peak = sorted(proxy._open.values())
                         proxy.paths.append(self.path)
                 if fault and not fault[0]:  # dropped: no answer at all
                     self.close_connection = True
@@ -199,6 +206,7 @@ class CountingProxy:
                 finally:
                     with proxy.lock:
                         proxy.in_flight -= 1
+                        proxy._open.pop(id(self), None)
                 with proxy.lock:
                     proxy.answered.append((self.path, answer.status_code))
                 self.send_response(answer.status_code)
