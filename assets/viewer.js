@@ -783,8 +783,9 @@
    * cover goes and the canvas sits exactly on it; open() adopts the decoded
    * frame and blit() removes the canvas once the viewer has painted the
    * same pixels under it. Not in the cache: nothing is drawn. Where the
-   * viewport will be is where it was last time (localStorage), else the
-   * layout's usual place (one toolbar row). */
+   * viewport will be is where it was last time at this window width
+   * (localStorage), else the layout's usual place (the toolbar in one row,
+   * as from 1280 px wide). */
   var early = null; // {href, from, url, img, aspect, box, canvas, cover, ...}
   var PLACE_KEY = "viewer.viewportInsets";
   var held = new Map(); // frame url -> {buffer, headers} (readCards)
@@ -900,7 +901,7 @@
         e.cover.style.top = content.getBoundingClientRect().top + window.scrollY + "px";
         document.body.appendChild(e.cover);
       }
-      var inset = storedInsets() || [12, 140, 12, 49];
+      var inset = storedInsets() || [12, 146, 12, 49];
       box = [inset[0], inset[1], window.innerWidth - inset[0] - inset[2], window.innerHeight - inset[1] - inset[3]];
     }
     if (box.join() === e.placed) return;
@@ -945,10 +946,10 @@
   }
 
   /* Where the viewport was (CSS px from the window's edges: left, top,
-   * right, bottom), for the next card's click. */
+   * right, bottom; and the window's width), for the next card's click. */
   function storeInsets() {
     var r = V.viewport.getBoundingClientRect();
-    var inset = [r.left, r.top, window.innerWidth - r.right, window.innerHeight - r.bottom].map(Math.round);
+    var inset = [r.left, r.top, window.innerWidth - r.right, window.innerHeight - r.bottom, window.innerWidth].map(Math.round);
     try {
       window.localStorage.setItem(PLACE_KEY, JSON.stringify(inset));
     } catch (err) {} // (storage full or off: the usual place next time)
@@ -956,7 +957,8 @@
   function storedInsets() {
     try {
       var inset = JSON.parse(window.localStorage.getItem(PLACE_KEY));
-      return Array.isArray(inset) && inset.length === 4 ? inset : null;
+      // (another width may wrap the toolbar otherwise)
+      return Array.isArray(inset) && inset.length === 5 && inset[4] === window.innerWidth ? inset : null;
     } catch (err) {
       return null;
     }

@@ -140,7 +140,7 @@ def cache_panel():
     )
 
 
-def toolbar(total: int, start: int, modality: str, fps: int, analysis_href: str = ""):
+def toolbar(total: int, start: int, modality: str, fps: int):
     group = "d-flex align-items-center gap-1 me-3 mb-1"
     return html.Div(
         [
@@ -252,30 +252,34 @@ def toolbar(total: int, start: int, modality: str, fps: int, analysis_href: str 
                 ],
                 className=group,
             ),
-            html.Div(
-                [
-                    icon_button("Fit", "zoom-fit", "Fit to window"),
-                    icon_button("1:1", "zoom-1to1", "One image pixel per screen pixel"),
-                    icon_button("+", "zoom-in", "Zoom in (+)"),
-                    icon_button("−", "zoom-out", "Zoom out (-)"),
-                    icon_button(
-                        "Reset", "view-reset", "Default zoom, pan and window (r)"
-                    ),
-                    icon_button("Info", "info-toggle", "Series information (i)"),
-                    # assets/analysis.js puts the image and window shown in the
-                    # link when it is followed
-                    html.A(
-                        "Analysis",
-                        id="open-analysis",
-                        href=analysis_href,
-                        className="btn btn-sm btn-outline-info",
-                        title="Histogram, statistics and a region of interest",
-                    ),
-                ],
-                className=group,
-            ),
         ],
         className="d-flex flex-wrap align-items-center viewer-toolbar",
+    )
+
+
+def view_buttons(analysis_href: str = ""):
+    """Zoom, reset, info and analysis: on the title row, so that the toolbar
+    keeps to one row on a 1280 px screen (the viewport where a card's click
+    paints the first image: assets/viewer.js, placeEarly)."""
+    return html.Div(
+        [
+            icon_button("Fit", "zoom-fit", "Fit to window"),
+            icon_button("1:1", "zoom-1to1", "One image pixel per screen pixel"),
+            icon_button("+", "zoom-in", "Zoom in (+)"),
+            icon_button("−", "zoom-out", "Zoom out (-)"),
+            icon_button("Reset", "view-reset", "Default zoom, pan and window (r)"),
+            icon_button("Info", "info-toggle", "Series information (i)"),
+            # assets/analysis.js puts the image and window shown in the
+            # link when it is followed
+            html.A(
+                "Analysis",
+                id="open-analysis",
+                href=analysis_href,
+                className="btn btn-sm btn-outline-info",
+                title="Histogram, statistics and a region of interest",
+            ),
+        ],
+        className="d-flex align-items-center gap-1 ms-auto viewer-toolbar",
     )
 
 
@@ -398,18 +402,13 @@ def layout(
                     ),
                     html.Span(
                         f"{series.modality} · {len(images)} images",
-                        className="small text-secondary",
+                        className="small text-secondary text-nowrap",
                     ),
+                    view_buttons(f"/analysis/{study_uid}/{series_uid}?image={start}"),
                 ],
-                className="d-flex align-items-baseline mb-1",
+                className="d-flex align-items-center mb-1",
             ),
-            toolbar(
-                len(images),
-                start,
-                series.modality,
-                cine_fps(meta),
-                f"/analysis/{study_uid}/{series_uid}?image={start}",
-            ),
+            toolbar(len(images), start, series.modality, cine_fps(meta)),
             viewport(meta.rows, meta.columns, aspect),
             dcc.Slider(
                 id="viewer-slider",

@@ -446,14 +446,16 @@ def test_cache013_signing_out_empties_the_http_cache(dash_br, live_app, corpus):
     assert run(dash_br, cached, url) == "not cached"
 
 
-# In the page: every #viewer-early-box added, and the moment it goes (the
-# viewer has just painted): where the early image was and where the figure
-# puts the image, and the viewer's canvas against the early image drawn as
-# blit would draw it there (the same rendered pixels in the same place).
+# In the page: every #viewer-early-box added (and where it was put), and the
+# moment it goes (the viewer has just painted): where the early image was and
+# where the figure puts the image, and the viewer's canvas against the early
+# image drawn as blit would draw it there (the same pixels in the same place).
 HANDOVER = """
-window.__early = {added: 0, handovers: []};
+window.__early = {added: 0, placed: [], handovers: []};
 new MutationObserver((records) => records.forEach((r) => r.addedNodes.forEach((n) => {
-  if (n.id === 'viewer-early-box') window.__early.added++;
+  if (n.id !== 'viewer-early-box') return;
+  window.__early.added++;
+  window.__early.placed.push(n.getBoundingClientRect().toJSON());
 }))).observe(document.body, {childList: true});
 const remove = Element.prototype.remove;
 Element.prototype.remove = function () {
@@ -586,6 +588,10 @@ def test_cache012_a_cards_click_paints_its_cached_first_image_at_once(
         latency(driver, 0)
     until(dash_br, f"s.shown === 1 && s.loaded.length === {series.image_count}")
     handover = handed_over()
+    # the browser's first viewer: painted where the viewport came (no move)
+    assert driver.execute_script("return window.__early.placed[0]") == handover[
+        "viewport"
+    ]
     dash_br.wait_for_text_to_equal("#cache-hit-rate", "cache 100 %")
     assert image_requests.total == 0
     # the viewer works as ever: zoom, pan, wheel
