@@ -353,6 +353,26 @@ class CachingPacs:
             raise DecodeError(f"instance {instance_id}", problem)
         return fetched
 
+    def load_frame(self, instance_id: str, frame_index: int) -> bool:
+        """Have the frame servable without asking the PACS (the bulk loader's
+        call): cached as a decoded frame or in its instance file, else the
+        file fetched (at most once, as :meth:`load_instance`). True when this
+        call fetched it.
+
+        Two cache lookups, under the instance's lock, where
+        :meth:`has_frame` then :meth:`load_instance` made four (bench/RESULTS.md).
+        Raises ``DecodeError`` when the file it fetched has a transfer syntax
+        no installed decoder reads (one cached before is not looked at again,
+        as with :meth:`has_frame`)."""
+        with self.locks(f"instance:{instance_id}"):
+            if self.has_frame(instance_id, frame_index):
+                return False
+            self.stats.tick("misses")
+            problem = self._fetch(instance_id)[1]
+        if problem:
+            raise DecodeError(f"instance {instance_id}", problem)
+        return True
+
     def _fetch(self, instance_id: str) -> tuple[bytes, str]:
         """Fetch one instance file from the PACS and cache it as it came
         (metadata and frames are read from it when first asked for). Call

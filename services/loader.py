@@ -22,7 +22,7 @@ of the studies whose pages are open, in series order; then every other
 requested study, oldest request first.
 
 Loading an image means having its instance file in the image cache
-(:meth:`~services.imagecache.CachingPacs.load_instance`); frames are decoded
+(:meth:`~services.imagecache.CachingPacs.load_frame`); frames are decoded
 when first asked for.
 
 Failures: a PACS that does not answer (circuit breaker open, connection
@@ -505,10 +505,8 @@ class BulkLoader:
         if (study, series) not in self._started:  # one shared write per series
             self._started.add((study, series))
             self._update(key, started=True)
-        try:
-            image = task.image
-            if not self.pacs.has_frame(image.instance_id, image.frame_index):
-                self.pacs.load_instance(image.instance_id)  # decoded when asked
+        try:  # the file only: its frames are decoded when asked for
+            self.pacs.load_frame(task.image.instance_id, task.image.frame_index)
         except PacsUnavailable as exc:
             self._update(key, waiting=True, error=str(exc))
             return "unavailable"
