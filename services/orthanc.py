@@ -185,6 +185,8 @@ class OrthancClient:
             self._settle_environment(parts.scheme)
         self._direct_timeout = urllib3.Timeout(connect=timeout[0], read=timeout[1])
         self._url_path = parts.path.rstrip("/")
+        default_port = {"http": 80, "https": 443}.get(parts.scheme)
+        self._origin = (parts.hostname or "", parts.port or default_port, parts.scheme)
         self.breaker = breaker or CircuitBreaker(f"Orthanc at {self.url}")
         semaphore = threading.BoundedSemaphore(max_in_flight)
         self._slot = slot or (lambda: semaphore)
@@ -314,7 +316,8 @@ class OrthancClient:
         self.breaker.before_call()
         try:
             with self._counted():
-                pool = adapter.poolmanager.connection_from_url(url)
+                # by host, not by URL: urlopen parses the path again anyway
+                pool = adapter.poolmanager.connection_from_host(*self._origin)
                 resp = pool.urlopen(
                     "GET",
                     self._url_path + path,  # origin form, as requests sends
