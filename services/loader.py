@@ -47,6 +47,14 @@ puts them back in the queue.
   SQLite traffic. An image is in the cache before it is counted, so a
   re-check in between counts it from the cache; the scheduler writes before
   it recomputes what is left, so a loaded image is never queued again.
+- The scheduler keeps one task waiting for each worker (so a worker done goes
+  on at once rather than after this thread gets the GIL: under load that
+  wait was a good part of the workers' time), and looks at the shared request
+  version at most every ``VERSION_EVERY`` seconds, at once after a request in
+  this process (one read per image was most of the scheduler's time). A
+  change of priority therefore reaches the workers a task each later, and a
+  request in another process within ``VERSION_EVERY``. A task that waited
+  through a pause of the PACS goes back in the queue unrun.
 - The global cap of 5 requests in flight is not the loader's business: it is
   enforced under every PACS request (:class:`~services.coordination.SharedSlots`).
 - A state store that does not answer (``StateUnavailable``: Redis down)
@@ -77,6 +85,7 @@ log = logging.getLogger(__name__)
 
 VISIBLE_FOR = 15.0  # seconds a study page counts as open after its last poll
 FLUSH_EVERY = 0.05  # seconds between progress writes while images keep coming
+VERSION_EVERY = 0.05  # seconds between looks at other processes' requests
 FOCUS_FOR = 120.0  # seconds a focused series keeps top priority
 
 
@@ -153,6 +162,7 @@ class BulkLoader:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._wake = threading.Event()
+        self._asked = threading.Event()  # a request in this process: look now
         self._start_lock = threading.Lock()
         # image -> (attempts, next try): only the leading process fetches
         self._attempts: dict[tuple[str, str, int], tuple[int, float]] = {}
@@ -161,6 +171,7 @@ class BulkLoader:
         self._pending: dict[str, set[int]] = {}
         self._pending_lock = threading.Lock()
         self._flushed = 0.0  # monotonic time of the last progress write
+        self._paused_until = 0.0  # monotonic: the PACS did not answer, wait
 
     # -- requests (any process) ---------------------------------------------------
 
@@ -283,6 +294,7 @@ class BulkLoader:
 
     def _bump(self) -> None:
         self.state.incr("loader:version", default=0)
+        self._asked.set()
         self._wake.set()
         if self.kick is not None:
             self.kick()
@@ -412,10 +424,11 @@ class BulkLoader:
         """The scheduler. With ``until_idle`` it returns once nothing is left
         (the request version it saw then) or the lease is lost (-1)."""
         pool = ThreadPoolExecutor(self.workers, thread_name_prefix="bulk-fetch")
-        running: dict[tuple, tuple[Task, Future]] = {}
-        paused_until = 0.0
+        running: dict[tuple, tuple[Task, Future]] = {}  # or waiting for a worker
+        self._paused_until = 0.0  # monotonic; tasks waiting for a worker see it
         pause = self.backoff
         version, queue = -1, []
+        looked = -float("inf")  # monotonic time of the last version read
         down = self.backoff  # wait while the state store does not answer
         try:
             while not self._stop.is_set():
@@ -429,25 +442,35 @@ class BulkLoader:
                     for key in [k for k, (_, f) in running.items() if f.done()]:
                         task, future = running.pop(key)
                         outcome = future.result()
-                        if outcome in ("retry", "unavailable"):
+                        if outcome in ("retry", "unavailable", "paused"):
                             queue.insert(0, task)  # next, once its wait is over
                         if outcome == "unavailable":
-                            paused_until = time.monotonic() + pause * random.uniform(
-                                0.5, 1.0
+                            self._paused_until = time.monotonic() + pause * (
+                                random.uniform(0.5, 1.0)
                             )
                             pause = min(pause * 2, 10.0)
                         elif outcome == "ok":
                             pause = self.backoff
                     if not running or time.monotonic() - self._flushed >= FLUSH_EVERY:
                         self._flush()
-                    if time.monotonic() < paused_until or len(running) >= self.workers:
+                    # one task waits for each worker: a worker done goes on at
+                    # once instead of waiting for this thread to get the GIL
+                    full = len(running) >= 2 * self.workers
+                    if time.monotonic() < self._paused_until or full:
                         self._wake.wait(0.02)
                         self._wake.clear()
                         continue
-                    current = self.state.get("loader:version", 0)
-                    if current != version or not queue:
-                        self._flush()  # a loaded image must not look still to load
-                        version, queue = current, self._candidates(current)
+                    if (
+                        self._asked.is_set()
+                        or (not queue and not running)
+                        or time.monotonic() - looked >= VERSION_EVERY
+                    ):
+                        self._asked.clear()
+                        looked = time.monotonic()
+                        current = self.state.get("loader:version", 0)
+                        if current != version or not queue:
+                            self._flush()  # a loaded image must not look to load
+                            version, queue = current, self._candidates(current)
                     task = self._next(queue, running)
                     if task is None:
                         if not running and not queue and until_idle:
@@ -494,6 +517,8 @@ class BulkLoader:
 
     def _load(self, task: Task) -> str:
         """Fetch one image; record the outcome in the shared progress."""
+        if time.monotonic() < self._paused_until:  # queued before the pause
+            return "paused"
         try:
             return self._load_one(task)
         except StateUnavailable:  # locks, slots or progress: wait like a PACS
