@@ -35,6 +35,7 @@ import functools
 import io
 import os
 import struct
+import threading
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
@@ -88,6 +89,16 @@ def _from_bytes(value: tuple[str, tuple[int, ...], bytes]) -> np.ndarray:
     # recursion depth mismatch"), a 500 seen in the test suite.
     dtype, shape, data = value
     return np.frombuffer(data, dtype=np.dtype(dtype)).reshape(shape)
+
+
+def _copied(value: Any) -> Any:
+    """A memo's value as a fresh answer: its lists (and a dict's lists) copied,
+    the frozen dataclasses in them shared."""
+    if isinstance(value, list):
+        return list(value)
+    if isinstance(value, dict):
+        return {k: list(v) if isinstance(v, list) else v for k, v in value.items()}
+    return value
 
 
 def _meta(instance_id: str, data: bytes) -> InstanceMeta:
@@ -270,6 +281,9 @@ class CachingPacs:
         self.metadata_ttl = metadata_ttl
         self.locks = locks or KeyLock(state)
         self.stats = Counters(state, "cache")
+        # memo key -> (value, fresh until): this process's copies, see _memo
+        self._memos: dict[str, tuple[Any, float]] = {}
+        self._memos_lock = threading.Lock()
 
     # -- metadata (short-lived: new instances may arrive) -----------------------
 
@@ -286,20 +300,43 @@ class CachingPacs:
         """``compute()``, reused for ``metadata_ttl`` seconds. Past that it is
         asked again; while the PACS does not answer, the last answer stands
         (up to ``STALE_FOR``), so progress and pages of a study already open
-        keep working through an outage."""
+        keep working through an outage.
+
+        The answer lives in the shared state with its "fresh until" time also
+        under a small key of its own; a process keeps a copy and uses it while
+        that time is the one it holds, so that a progress poll reads a float
+        instead of the whole listing (a file of its own in diskcache past 32
+        KB, unpickled each time: ~half the request threads' GIL samples in a
+        bulk load, bench/RESULTS.md). Callers get copies of its lists."""
+        now = time.time()
+        local = self._memos.get(key)
+        if local is not None and now < local[1]:
+            if self.state.get(f"memo-at:{key}") == local[1]:
+                return _copied(local[0])
         entry = self.state.get(f"memo:{key}")  # (value, fresh until)
-        if entry is not None and time.time() < entry[1]:
-            return entry[0]
+        if entry is not None and now < entry[1]:
+            self._keep(key, entry)
+            return _copied(entry[0])
         try:
             value = compute()
         except PacsUnavailable:
             if entry is None:
                 raise
             return entry[0]
-        self.state.set(
-            f"memo:{key}", (value, time.time() + self.metadata_ttl), expire=STALE_FOR
-        )
-        return value
+        entry = (value, time.time() + self.metadata_ttl)
+        self.state.set(f"memo:{key}", entry, expire=STALE_FOR)
+        self.state.set(f"memo-at:{key}", entry[1], expire=STALE_FOR)  # after it
+        self._keep(key, entry)
+        return _copied(value)
+
+    def _keep(self, key: str, entry: tuple[Any, float]) -> None:
+        with self._memos_lock:
+            if len(self._memos) >= 256:  # a few studies are open at a time
+                now = time.time()
+                self._memos = {k: e for k, e in self._memos.items() if e[1] > now}
+                if len(self._memos) >= 256:
+                    self._memos.clear()
+            self._memos[key] = entry
 
     def list_series(self, study_uid: str) -> list[SeriesSummary]:
         return self._memo(
