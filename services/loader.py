@@ -46,7 +46,10 @@ puts them back in the queue.
   series in one transaction: one write per image was most of the loader's
   SQLite traffic. An image is in the cache before it is counted, so a
   re-check in between counts it from the cache; the scheduler writes before
-  it recomputes what is left, so a loaded image is never queued again.
+  it recomputes what is left, so a loaded image is never queued again. The
+  loading process's own :meth:`progress` counts the images not written yet
+  (they stay in the batch until written), so a poll that reaches it sees a
+  study complete at once rather than up to ``FLUSH_EVERY`` later.
 - The scheduler keeps one task waiting for each worker (so a worker done goes
   on at once rather than after this thread gets the GIL: under load that
   wait was a good part of the workers' time), and looks at the shared request
@@ -205,11 +208,16 @@ class BulkLoader:
         self._bump()
 
     def progress(self, study_uid: str, recover: bool = True) -> list[SeriesProgress]:
-        """Per image series, in the study's series order."""
+        """Per image series, in the study's series order. In the process that
+        loads, images loaded and not yet written count too."""
         out = []
+        with self._pending_lock:
+            pending = {key: set(numbers) for key, numbers in self._pending.items()}
         for series_uid, images in self._image_series(study_uid).items():
-            entry = self.state.get(f"progress:{study_uid}:{series_uid}") or {}
-            loaded = len(entry.get("done", ()))
+            key = f"progress:{study_uid}:{series_uid}"
+            entry = self.state.get(key) or {}
+            done = entry.get("done", ())
+            loaded = len(set(done) | pending[key]) if key in pending else len(done)
             failed = entry.get("failed", [])
             if loaded == len(images):
                 state = "complete"
@@ -564,27 +572,28 @@ class BulkLoader:
         """Write the loaded images of every series in one transaction (one
         per image was most of the loader's SQLite traffic); an image already
         in a series' set is counted once."""
-        with self._pending_lock:
-            pending, self._pending = self._pending, {}
+        with self._pending_lock:  # kept (and counted by progress) until written
+            pending = {key: set(numbers) for key, numbers in self._pending.items()}
         self._flushed = time.monotonic()
         if not pending:
             return
         added = 0
-        try:
-            with self.state.transact():
-                for key, numbers in pending.items():
-                    entry = self.state.get(key) or {"failed": [], "error": ""}
-                    done = set(entry.get("done", ()))
-                    added += len(numbers - done)
-                    entry["done"] = done | numbers
-                    if entry.get("waiting"):  # the PACS answers again
-                        entry.update(waiting=False, error="")
-                    self.state.set(key, entry)
-        except StateUnavailable:
-            with self._pending_lock:  # kept for the next flush
-                for key, numbers in pending.items():
-                    self._pending.setdefault(key, set()).update(numbers)
-            raise
+        with self.state.transact():  # StateUnavailable: kept for the next flush
+            for key, numbers in pending.items():
+                entry = self.state.get(key) or {"failed": [], "error": ""}
+                done = set(entry.get("done", ()))
+                added += len(numbers - done)
+                entry["done"] = done | numbers
+                if entry.get("waiting"):  # the PACS answers again
+                    entry.update(waiting=False, error="")
+                self.state.set(key, entry)
+        with self._pending_lock:
+            for key, numbers in pending.items():
+                left = self._pending[key] - numbers
+                if left:
+                    self._pending[key] = left
+                else:
+                    del self._pending[key]
         if added:
             self.stats.tick("images", added)
 
