@@ -70,6 +70,22 @@ class SerialWriteCache(diskcache.Cache):
         with self.transact():
             return self.get(key) == value and self.delete(key)
 
+    def present(self, keys: list[str]) -> set[str]:
+        """Those of ``keys`` (strings) in the cache and not expired: one query
+        per 500 instead of one ``in`` each (a study's recount at prefetch)."""
+        found: set[str] = set()
+        now = time.time()
+        for start in range(0, len(keys), 500):
+            chunk = keys[start : start + 500]
+            marks = ", ".join("?" * len(chunk))
+            rows = self._sql(
+                f"SELECT key FROM Cache WHERE key IN ({marks}) AND raw = 1"
+                " AND (expire_time IS NULL OR expire_time > ?)",
+                (*chunk, now),
+            ).fetchall()
+            found.update(row[0] for row in rows)
+        return found
+
 
 def open_state(directory: str | Path, redis_url: str = "") -> Any:
     """The shared state store (small values; no eviction): Redis at

@@ -390,6 +390,27 @@ class CachingPacs:
             raise DecodeError(f"instance {instance_id}", problem)
         return fetched
 
+    def cached_frames(self, images: list[ImageRef]) -> set[tuple[str, int]]:
+        """``(instance_id, frame_index)`` of those of ``images`` that
+        :meth:`has_frame` would say are cached, in a query or two where the
+        cache has ``present`` (SQLite: :class:`~services.coordination.SerialWriteCache`)."""
+        present = getattr(self.images, "present", None)
+        if present is None:
+            return {
+                (i.instance_id, i.frame_index)
+                for i in images
+                if self.has_frame(i.instance_id, i.frame_index)
+            }
+        keys = {self.file_key(i.instance_id) for i in images}
+        keys.update(self.frame_key(i.instance_id, i.frame_index) for i in images)
+        found = present(sorted(keys))
+        return {
+            (i.instance_id, i.frame_index)
+            for i in images
+            if self.file_key(i.instance_id) in found
+            or self.frame_key(i.instance_id, i.frame_index) in found
+        }
+
     def load_frame(self, instance_id: str, frame_index: int) -> bool:
         """Have the frame servable without asking the PACS (the bulk loader's
         call): cached as a decoded frame or in its instance file, else the

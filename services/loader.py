@@ -316,11 +316,10 @@ class BulkLoader:
             uid: set((self.state.get(key) or {}).get("done", ()))
             for uid, key in keys.items()
         }
+        have = self.pacs.cached_frames([i for v in series.values() for i in v])
         cached = {
             uid: {
-                i.image_number
-                for i in images
-                if self.pacs.has_frame(i.instance_id, i.frame_index)
+                i.image_number for i in images if (i.instance_id, i.frame_index) in have
             }
             for uid, images in series.items()
         }
