@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import struct
 import threading
 import time
 
@@ -520,3 +521,73 @@ def test_load009b_a_folder_culled_while_made_is_made_again(tmp_path, monkeypatch
     images.set("frame", value)
     assert len(calls) >= 2 and calls[0] == calls[1]  # asked again (and its parents)
     assert images.get("frame") == value
+
+
+def test_load010_cache_lookups_in_bulk_and_memos_in_the_process(tmp_path):
+    """``cached_frames`` (one query) says what ``has_frame`` says, a frame only
+    or a file only counting; ``load_frame`` fetches once and never what is
+    cached; files go to 256 folders that stay when emptied; a memo's copy in
+    the process goes with the shared state (a cleared state asks again)."""
+    import diskcache
+
+    from services.models import ImageRef
+
+    class Files:
+        name = "fake"
+
+        def __init__(self) -> None:
+            self.fetched: list[str] = []
+            self.listed = 0
+
+        def get_instance_file(self, instance_id: str) -> bytes:
+            self.fetched.append(instance_id)
+            syntax = b"1.2.840.10008.1.2.1\0"  # explicit VR little endian
+            meta = struct.pack("<HH2sH", 2, 0x10, b"UI", len(syntax)) + syntax
+            return b"\0" * 128 + b"DICM" + meta + b"x" * 40_000
+
+        def series_images(self, study_uid: str) -> dict:
+            self.listed += 1
+            return {"s": [ImageRef(1, "i1", "1.2", 0)]}
+
+    images = [ImageRef(n + 1, f"i{n}", f"1.{n}", 0) for n in range(4)]
+    state = open_state(tmp_path / "state")
+    for cache in (
+        open_image_cache(tmp_path / "images", 16),
+        diskcache.Cache(str(tmp_path / "plain")),  # no ``present``: one by one
+    ):
+        inner = Files()
+        pacs = CachingPacs(inner, cache, state, locks=FileKeyLock(tmp_path / "k"))
+        cache.set(pacs.file_key("i1"), b"file")
+        cache.set(pacs.frame_key("i2", 0), b"frame")
+        cache.set(pacs.frame_key("i3", 1), b"another frame")
+        expected = {
+            (i.instance_id, i.frame_index)
+            for i in images
+            if pacs.has_frame(i.instance_id, i.frame_index)
+        }
+        assert pacs.cached_frames(images) == expected == {("i1", 0), ("i2", 0)}
+        assert [pacs.load_frame(i.instance_id, 0) for i in images] == [
+            True,
+            False,
+            False,
+            True,
+        ]
+        assert inner.fetched == ["i0", "i3"]
+        assert not pacs.load_frame("i0", 0) and inner.fetched == ["i0", "i3"]
+
+    folder = tmp_path / "images"
+    names = [p.relative_to(folder) for p in folder.rglob("*.val")]
+    assert names and all(len(p.parts) == 2 and len(p.parts[0]) == 2 for p in names)
+    images_cache = open_image_cache(folder, 16)
+    images_cache.clear()
+    assert not list(folder.rglob("*.val")) and list(folder.glob("??"))  # kept
+
+    inner = Files()
+    pacs = CachingPacs(inner, images_cache, state)
+    first = pacs.series_images("st")
+    first["s"].append("mutated by a caller")
+    assert pacs.series_images("st") == {"s": [ImageRef(1, "i1", "1.2", 0)]}
+    assert inner.listed == 1
+    state.clear()
+    pacs.series_images("st")
+    assert inner.listed == 2
