@@ -79,9 +79,12 @@ def display_order(slices: Sequence[SliceKey]) -> list[ImageRef]:
                 normal = n / np.linalg.norm(n)
                 break
 
+    nx, ny, nz = (float(v) for v in normal) if normal is not None else (0, 0, 0)
+
     def key(s: SliceKey) -> tuple:
         if normal is not None and s.image_position and len(s.image_position) == 3:
-            geometry: tuple = (0, round(float(np.dot(normal, s.image_position)), 4))
+            x, y, z = s.image_position  # plain floats: np.dot per slice cost ~5x
+            geometry: tuple = (0, round(nx * x + ny * y + nz * z, 4))
         else:
             geometry = (1, 0.0)
         number = s.instance_number if s.instance_number is not None else 2**31
