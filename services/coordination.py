@@ -306,6 +306,7 @@ class Counters:
         self._pending: dict[str, int] = {}  # full key -> delta not yet written
         self._lock = threading.Lock()
         self._scheduled = False  # a flush is due (see _Flusher)
+        self._maxima: dict[str, tuple[int, float]] = {}  # see note_max
 
     def add(self, name: str, delta: int = 1) -> None:
         self._buffer({f"count:{self.prefix}:{name}": delta})
@@ -349,8 +350,21 @@ class Counters:
             pass
 
     def note_max(self, name: str, value: int) -> None:
+        """Keep the largest value seen. A value not above the one this process
+        read less than ``flush_every`` ago costs no read (one SQLite read per
+        request to Orthanc otherwise); a cleared store is seen within that."""
         key = f"count:{self.prefix}:{name}"
-        if value <= self.cache.get(key, 0):  # a read; most calls stop here
+        now = time.monotonic()
+        known = self._maxima.get(key)  # (largest known, monotonic time read)
+        if (
+            known is not None
+            and value <= known[0]
+            and now - known[1] < self.flush_every
+        ):
+            return
+        current = self.cache.get(key, 0)
+        self._maxima[key] = (max(current, value), now)
+        if value <= current:
             return
         with self.cache.transact():
             if value > self.cache.get(key, 0):
