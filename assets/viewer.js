@@ -17,9 +17,9 @@
  * Loading: the image shown first, then +-3 neighbours, then the rest nearest
  * first in the direction of travel, at most MAX_IN_FLIGHT requests asked of
  * the page's queue (assets/imagequeue.js) at once (nothing else of the server
- * until the image shown and its neighbours are here, then MAX_BEHIND); a request for an image no
- * longer wanted is cancelled, and when all are out the least wanted one
- * yields to the image the user is waiting for. Decoded frames are kept within
+ * until the image shown and its neighbours are here, then MAX_BEHIND); a
+ * request for an image no longer wanted is cancelled, and when all are out
+ * the least wanted one yields to the image the user is waiting for. Decoded frames are kept within
  * MEMORY_BUDGET bytes (farthest dropped first; the browser's cache keeps them).
  */
 (function () {
