@@ -297,7 +297,13 @@ def register(bp: Blueprint) -> None:
             )
             response.vary.add("Accept")
             return response
-        data = compact(get_pacs().get_frame(instance_id, index))
+        pacs = get_pacs()
+        # the caching PACS keeps frames compact: no float32 copy and check again
+        compact_frame = getattr(pacs, "get_frame_compact", None)
+        if compact_frame is not None:
+            data = compact_frame(instance_id, index)
+        else:
+            data = compact(pacs.get_frame(instance_id, index))
         meta = get_pacs().get_instance_meta(instance_id)
         headers = {
             "X-Image-Rows": str(data.shape[0]),

@@ -16,15 +16,18 @@
  *
  * Loading: the image shown first, then +-3 neighbours, then the rest nearest
  * first in the direction of travel, at most MAX_IN_FLIGHT requests asked of
- * the page's queue (assets/imagequeue.js) at once; a request for an image no
- * longer wanted is cancelled, and when all are out the least wanted one
- * yields to the image the user is waiting for. Decoded frames are kept within
+ * the page's queue (assets/imagequeue.js) at once (nothing else of the server
+ * until the image shown and its neighbours are here, then MAX_BEHIND); a
+ * request for an image no longer wanted is cancelled, and when all are out
+ * the least wanted one yields to the image the user is waiting for. Decoded frames are kept within
  * MEMORY_BUDGET bytes (farthest dropped first; the browser's cache keeps them).
  */
 (function () {
   "use strict";
   var MAX_IN_FLIGHT = 5;
   var NEIGHBOURS = 3;
+  var URGENT = 3; // the image shown and its neighbours ahead and behind
+  var MAX_BEHIND = 2; // requests in flight for any other image
   var MEMORY_BUDGET = 128 * 1024 * 1024;
   var ZOOM_STEP = 1.25;
   var WHEEL_NOTCH = 100; // deltaY of one notch in pixel mode (Chrome, Firefox)
@@ -249,10 +252,33 @@
     V.images.forEach(function (img, index) {
       if (!rank.has(index)) forget(index);
     });
+    // Until the image shown and its two neighbours are here, no other image
+    // is asked of the server and a far request in flight (a preload left
+    // behind by a jump) is cancelled; after that at most MAX_BEHIND others at
+    // once. So a jump finds the slots free, and the server (CPU-bound: two
+    // cores serve two at a time) has at most MAX_BEHIND requests of the old
+    // place ahead of the new ones, not five. Reads of the browser's cache
+    // reach no server: they do not count.
+    var urgentMissing = list.slice(0, URGENT).some(function (index) {
+      return !V.images.has(index) && !V.failed.has(index);
+    });
+    var behind = 0;
+    V.inflight.forEach(function (ctl, index) {
+      var r = rank.get(index);
+      if (r < URGENT || ctl.fromCache) return;
+      if (urgentMissing && r > 2 * NEIGHBOURS) {
+        ctl.abort();
+        V.inflight.delete(index);
+      } else behind++;
+    });
     for (var i = 0; i < list.length; i++) {
       var index = list[i];
       if (V.images.has(index) || V.inflight.has(index)) continue;
       if (V.failed.has(index)) continue;
+      if (i >= URGENT && !inBrowserCache(index)) {
+        if (urgentMissing || behind >= MAX_BEHIND) continue;
+        behind++;
+      }
       if (V.inflight.size >= MAX_IN_FLIGHT) {
         if (i > NEIGHBOURS * 2) break;
         // a wanted image waits for a slot: the least wanted request yields
@@ -272,6 +298,11 @@
     }
   }
 
+  /* Whether image index is in the browser's cache, as far as the page knows. */
+  function inBrowserCache(index) {
+    return !!window.imageCache && window.imageCache.has(V.cfg.urls[index]);
+  }
+
   /* The frame through the page's request queue (assets/imagequeue.js): the
    * browser's cache, else the server; the queue retries with backoff. */
   function fetchImage(index, rank) {
@@ -284,6 +315,8 @@
           : rank <= 2 * NEIGHBOURS
           ? q.PRIORITY.NEIGHBOURS + rank / 100
           : q.PRIORITY.BACKGROUND + rank / 1e6;
+    // (decided now: the page notes a key as stored once its request is sent)
+    ctl.fromCache = inBrowserCache(index);
     V.inflight.set(index, ctl);
     V.peakInFlight = Math.max(V.peakInFlight, V.inflight.size);
     var cached = false;

@@ -622,3 +622,50 @@ def test_view016_the_counter_and_slider_follow_a_fast_wheel(dash_br, live_app, t
         )
     )
     assert dash_br.get_logs() == []
+
+
+def test_view017_after_a_jump_the_image_and_its_neighbours_go_first(
+    dash_br, live_app, corpus, orthanc_pacs
+):
+    """A jump asks for image k and k +- 1 before anything else, and the preload
+    never has more than 2 requests in flight beside them (a jump finds free
+    slots and a server not busy with the old place)."""
+    study = corpus.demo
+    series = study.series[2]  # CT thorax 1 mm, 120 images
+    number = {
+        f"/api/pacs/instances/{i.instance_id}/frames/{i.frame_index + 1}": i.image_number
+        for i in orthanc_pacs.list_images(study.study_uid, series.series_uid)
+    }
+    open_series(dash_br, live_app, study.study_uid, series.series_uid)
+    # nothing in the browser's cache: every image is asked of the server
+    assert dash_br.driver.execute_async_script(
+        "const done = arguments[arguments.length - 1];"
+        "window.imageCache.clear().then(() => done(true), () => done(false));"
+    )
+    dash_br.driver.get(f"{live_app}/viewer/{study.study_uid}/{series.series_uid}")
+    until(dash_br, "s.shown === s.n", what="the first image drawn")
+    dash_br.find_element("#image-goto").send_keys("90", Keys.ENTER)
+    until(dash_br, "s.shown === 90 && [89, 91].every(i => s.loaded.includes(i))")
+    until(dash_br, "s.loaded.length >= 100", what="the preload going on")
+    spans = dash_br.driver.execute_script(
+        "return window.imageQueue.entries()"
+        ".filter(e => /\\/frames\\/\\d+$/.test(e.name))"
+        ".sort((a, b) => a.startTime - b.startTime)"
+        ".map(e => [new URL(e.name).pathname, e.startTime, e.responseEnd])"
+    )
+    spans = [(number[p], start, end) for p, start, end in spans]
+    urgent = [s for s in spans if s[0] in (89, 90, 91)]
+    assert sorted(s[0] for s in urgent) == [89, 90, 91]
+    asked, answered = min(s[1] for s in urgent), max(s[2] for s in urgent)
+    # nothing else asked from the jump until the three are here
+    assert not [s for s in spans if s not in urgent and asked <= s[1] < answered]
+    # the preload (before and after the jump; not the opening's 1, 2 and 3):
+    # at most 2 in flight at once
+    others = [s for s in spans if s[0] not in (1, 2, 3, 89, 90, 91)]
+    edges = sorted([(s[1], 1) for s in others] + [(s[2], -1) for s in others])
+    now = peak = 0
+    for _, d in edges:
+        now += d
+        peak = max(peak, now)
+    assert len(spans) > 10 and 1 <= peak <= 2
+    assert dash_br.get_logs() == []
