@@ -101,9 +101,14 @@ def _copied(value: Any) -> Any:
     return value
 
 
-def _meta(instance_id: str, data: bytes) -> InstanceMeta:
+def _meta(instance_id: str, file: bytes | pydicom.Dataset) -> InstanceMeta:
+    """The metadata of an instance file, or of the file parsed already."""
     try:
-        header = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True, force=True)
+        header = (
+            file
+            if isinstance(file, pydicom.Dataset)
+            else pydicom.dcmread(io.BytesIO(file), stop_before_pixels=True, force=True)
+        )
         return imaging.meta_from_tags(instance_id, header)
     except Exception as exc:
         name, error = f"instance {instance_id}", f"{type(exc).__name__}: {exc}"
@@ -483,19 +488,37 @@ class CachingPacs:
         if data is not None:
             self.stats.tick("hits")
             return _from_bytes(data)
+        _, frame, new = self._decode(instance_id, frame_index)
+        new[key] = _to_bytes(frame)
+        self._store(new)
+        return frame
+
+    def _decode(
+        self, instance_id: str, frame_index: int
+    ) -> tuple[InstanceMeta, np.ndarray, dict[str, Any]]:
+        """The instance's metadata and one frame (compact dtype) from the
+        cached file (fetched first if need be), parsed once for both, and the
+        cache entries that made and are not stored yet (the metadata, when it
+        was not cached)."""
+        meta = self.images.get(f"meta:{instance_id}")
         file = self._file(instance_id)
+        name = f"instance {instance_id}"
+        try:
+            dataset = pydicom.dcmread(io.BytesIO(file), force=True)
+        except Exception as exc:
+            raise DecodeError(name, f"{type(exc).__name__}: {exc}") from exc
+        new: dict[str, Any] = {}
+        if meta is None:
+            meta = new[f"meta:{instance_id}"] = _meta(instance_id, dataset)
         # the metadata (cached with the file) says which frames exist, so a
         # request for a frame past the end never reaches the PACS again
-        frames = self.get_instance_meta(instance_id, file).number_of_frames
-        if not 0 <= frame_index < frames:
+        if not 0 <= frame_index < meta.number_of_frames:
             raise NotFound(f"instance {instance_id} has no frame {frame_index + 1}")
-        frame = compact(
-            imaging.decode_frame(
-                io.BytesIO(file), frame_index, f"instance {instance_id}"
-            )
-        )
-        self.images.set(key, _to_bytes(frame))
-        return frame
+        return meta, compact(imaging.decode_frame(dataset, frame_index, name)), new
+
+    def _store(self, entries: dict[str, Any]) -> None:
+        for key, value in entries.items():
+            self.images.set(key, value)
 
     def get_frame(self, instance_id: str, frame_index: int = 0) -> np.ndarray:
         frame = self.get_frame_compact(instance_id, frame_index)
@@ -516,8 +539,12 @@ class CachingPacs:
         cached = self.images.get(key)
         if cached is not None:
             return cached
-        meta = self.get_instance_meta(instance_id)
-        pixels = self.get_frame(instance_id, frame_index)
-        body = imaging.render(pixels, meta, center, width, fmt, size, quality)
-        self.images.set(key, body)
+        data = self.images.get(self.frame_key(instance_id, frame_index))
+        if data is not None:
+            meta, frame, new = self.get_instance_meta(instance_id), _from_bytes(data), {}
+        else:  # a first view (a card's thumbnail): one parse, the frame not kept
+            meta, frame, new = self._decode(instance_id, frame_index)
+        pixels = frame if frame.ndim == 3 else frame.astype(np.float32)
+        body = new[key] = imaging.render(pixels, meta, center, width, fmt, size, quality)
+        self._store(new)
         return body

@@ -100,18 +100,22 @@ def display_order(slices: Sequence[SliceKey]) -> list[ImageRef]:
 
 
 def decode_frames(
-    source: Path | io.BytesIO, name: str, indices: Sequence[int] | None = None
+    source: Path | io.BytesIO | Dataset,
+    name: str,
+    indices: Sequence[int] | None = None,
 ) -> list[np.ndarray]:
     """Decode frames of a DICOM file with pydicom (and the pylibjpeg plugins).
 
     Each frame is what :meth:`services.pacs.Pacs.get_frame` promises: float32
     after the modality LUT for grey images, uint8 RGB for colour. ``indices``
-    picks frames (all when None). Raises ``NotFound`` for a frame the file
-    does not have and ``DecodeError`` (naming ``name``) for anything the
-    decoders cannot read.
+    picks frames (all when None). ``source`` may be the file already parsed
+    whole (a ``Dataset``: no second parse). Raises ``NotFound`` for a frame
+    the file does not have and ``DecodeError`` (naming ``name``) for anything
+    the decoders cannot read.
     """
     try:
-        header = pydicom.dcmread(source, stop_before_pixels=True)
+        parsed = isinstance(source, Dataset)
+        header = source if parsed else pydicom.dcmread(source, stop_before_pixels=True)
         count = parse_int(header.get("NumberOfFrames")) or 1
         wanted = list(range(count)) if indices is None else list(indices)
         missing = [i for i in wanted if not 0 <= i < count]
@@ -123,7 +127,7 @@ def decode_frames(
         # pydicom cannot inflate a file while streaming it: read it whole then
         src = (
             pydicom.dcmread(source)
-            if syntax == DeflatedExplicitVRLittleEndian
+            if syntax == DeflatedExplicitVRLittleEndian and not parsed
             else source
         )
         frames = list(iter_pixels(src, indices=wanted))
@@ -139,7 +143,9 @@ def decode_frames(
     ]
 
 
-def decode_frame(source: Path | io.BytesIO, frame_index: int, name: str) -> np.ndarray:
+def decode_frame(
+    source: Path | io.BytesIO | Dataset, frame_index: int, name: str
+) -> np.ndarray:
     """One frame of a DICOM file (see :func:`decode_frames`)."""
     return decode_frames(source, name, [frame_index])[0]
 

@@ -591,3 +591,52 @@ def test_load010_cache_lookups_in_bulk_and_memos_in_the_process(tmp_path):
     state.clear()
     pacs.series_images("st")
     assert inner.listed == 2
+
+
+def test_load011_first_render_parses_the_file_once(
+    orthanc_server, corpus, tmp_path, monkeypatch
+):
+    """A card's thumbnail of an image not viewed yet (the file cached, no
+    frame, no metadata) parses the file once for its metadata and pixels,
+    keeps the metadata and the rendering but not the full frame, and draws
+    what the frame decoded on its own draws; a frame past the end of a
+    multi-frame instance is still not found."""
+    import io
+
+    import pydicom
+    from PIL import Image
+
+    from services import imaging
+
+    pacs, _ = build(orthanc_server.url, orthanc_server.auth, tmp_path)
+    study = corpus.demo.study_uid
+    multi = next(s for s in corpus.demo.series if s.image_count == 16)
+    ct = next(s for s in corpus.demo.series if s.modality == "CT")
+    images = [
+        pacs.list_images(study, ct.series_uid)[0],
+        pacs.list_images(study, multi.series_uid)[3],
+    ]
+    for image in images:
+        pacs.load_frame(image.instance_id, image.frame_index)  # as the loader does
+    parses = []
+    real = pydicom.dcmread
+    monkeypatch.setattr(
+        pydicom, "dcmread", lambda *a, **k: parses.append(1) or real(*a, **k)
+    )
+    for image in images:
+        parses.clear()
+        body = pacs.render_frame(
+            image.instance_id, image.frame_index, size=64, fmt="png"
+        )
+        assert len(parses) == 1
+        assert f"meta:{image.instance_id}" in pacs.images
+        assert pacs.frame_key(image.instance_id, image.frame_index) not in pacs.images
+        meta = pacs.get_instance_meta(image.instance_id)
+        frame = pacs.get_frame(image.instance_id, image.frame_index)
+        alone = imaging.render(frame, meta, None, None, "png", 64)
+        assert np.array_equal(
+            np.asarray(Image.open(io.BytesIO(body))),
+            np.asarray(Image.open(io.BytesIO(alone))),
+        )
+    with pytest.raises(NotFound):
+        pacs.render_frame(images[1].instance_id, 16)
