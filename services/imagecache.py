@@ -540,11 +540,14 @@ class CachingPacs:
         if cached is not None:
             return cached
         data = self.images.get(self.frame_key(instance_id, frame_index))
+        new: dict[str, Any] = {}
         if data is not None:
-            meta, frame, new = self.get_instance_meta(instance_id), _from_bytes(data), {}
+            meta, frame = self.get_instance_meta(instance_id), _from_bytes(data)
         else:  # a first view (a card's thumbnail): one parse, the frame not kept
             meta, frame, new = self._decode(instance_id, frame_index)
         pixels = frame if frame.ndim == 3 else frame.astype(np.float32)
-        body = new[key] = imaging.render(pixels, meta, center, width, fmt, size, quality)
+        body = new[key] = imaging.render(
+            pixels, meta, center, width, fmt, size, quality
+        )
         self._store(new)
         return body

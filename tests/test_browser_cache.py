@@ -589,9 +589,9 @@ def test_cache012_a_cards_click_paints_its_cached_first_image_at_once(
     until(dash_br, f"s.shown === 1 && s.loaded.length === {series.image_count}")
     handover = handed_over()
     # the browser's first viewer: painted where the viewport came (no move)
-    assert driver.execute_script("return window.__early.placed[0]") == handover[
-        "viewport"
-    ]
+    assert (
+        driver.execute_script("return window.__early.placed[0]") == handover["viewport"]
+    )
     dash_br.wait_for_text_to_equal("#cache-hit-rate", "cache 100 %")
     assert image_requests.total == 0
     # the viewer works as ever: zoom, pan, wheel
