@@ -20,6 +20,7 @@ UID_PATTERN = r"^[0-9]+(\.[0-9]+)*$"
 ORTHANC_ID_PATTERN = r"^[0-9a-f]{8}(-[0-9a-f]{8}){4}$"
 DATE_PATTERN = r"^[0-9]{8}$"
 MAX_COUNT = 500  # api.pacs.MAX_COUNT
+MAX_BATCH = 32  # api.pacs.MAX_BATCH
 MAX_SIZE = 2048  # api.pacs.MAX_SIZE
 MAX_FRAME = 100_000
 
@@ -449,6 +450,40 @@ SPEC: dict = {
                         "count",
                         integer(1, MAX_COUNT, default=50),
                         "Images per page.",
+                    ),
+                ],
+            )
+        },
+        "/api/pacs/studies/{studyUid}/series/{seriesUid}/images/frames": {
+            "get": operation(
+                "getFramesBatch",
+                "Raw pixels of several images of a series in one answer",
+                "Request batching for clients that load a series: images `start` "
+                "to `start + count - 1` of `images/bulk`'s order as "
+                '`multipart/related; type="application/octet-stream"`, one part '
+                "per image with `Content-Location` (the image's `imageUrl`), "
+                "`Content-Length` and the `X-Image-*`/`X-Window-*` headers of "
+                "that URL's raw answer, whose bytes it holds. An image that "
+                "cannot be decoded is left out (its own URL answers 422; 422 "
+                "here when none can be): a client falls back to single-image "
+                "requests for what is missing. `start` past the series' end: 400.",
+                {
+                    "200": {
+                        "description": "The frames, one part each.",
+                        "content": binary("multipart/related"),
+                    },
+                    **errors(*PACS_ERRORS, 422),
+                },
+                parameters=[
+                    STUDY_UID,
+                    SERIES_UID,
+                    query(
+                        "start", integer(0, 10**6, default=0), "0-based first image."
+                    ),
+                    query(
+                        "count",
+                        integer(1, MAX_BATCH, default=16),
+                        "Images in this answer.",
                     ),
                 ],
             )

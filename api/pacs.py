@@ -17,6 +17,7 @@ private Cache-Control: instances never change.
 
 from __future__ import annotations
 
+import logging
 import re
 
 import numpy as np
@@ -27,7 +28,7 @@ from api import BadRequest
 from services import imaging
 from services.imagecache import compact
 from services.loader import BulkLoader, SeriesProgress, loader_stats
-from services.models import ImageRef
+from services.models import DecodeError, ImageRef
 from services.orthanc_ids import is_orthanc_id
 from services.pacs import Pacs, StudyQuery
 
@@ -35,7 +36,9 @@ UID_RE = re.compile(r"^[0-9]+(\.[0-9]+)*$")
 DATE_RE = re.compile(r"^[0-9]{8}$")
 MAX_COUNT = 500
 MAX_SIZE = 2048
+MAX_BATCH = 32  # images per batch of frames: ~16 MB of 512 x 512 int16
 IMMUTABLE = "private, max-age=31536000, immutable"
+log = logging.getLogger(__name__)
 
 
 def get_pacs() -> Pacs:
@@ -115,6 +118,52 @@ def immutable(body: bytes, mimetype: str, etag: str, **headers: str) -> Response
     response.set_etag(etag)
     response.headers["Cache-Control"] = IMMUTABLE
     return response.make_conditional(request)
+
+
+def raw_frame(instance_id: str, index: int) -> tuple[bytes, dict[str, str]]:
+    """A frame's raw pixels and their ``X-*`` headers (the module docstring)."""
+    pacs = get_pacs()
+    # the caching PACS keeps frames compact: no float32 copy and check again
+    compact_frame = getattr(pacs, "get_frame_compact", None)
+    if compact_frame is not None:
+        data = compact_frame(instance_id, index)
+    else:
+        data = compact(pacs.get_frame(instance_id, index))
+    meta = pacs.get_instance_meta(instance_id)
+    headers = {
+        "X-Image-Rows": str(data.shape[0]),
+        "X-Image-Columns": str(data.shape[1]),
+        "X-Image-Dtype": data.dtype.name,  # int16 | float32 | uint8
+        "X-Image-Samples": str(data.shape[2] if data.ndim == 3 else 1),
+        "X-Photometric": meta.photometric,
+    }
+    if data.ndim == 2 and data.size:  # the value range, for a viewer's window LUT
+        headers["X-Pixel-Min"] = f"{data.min():g}"
+        headers["X-Pixel-Max"] = f"{data.max():g}"
+    if meta.window_center is not None and meta.window_width is not None:
+        headers["X-Window-Center"] = f"{meta.window_center:g}"
+        headers["X-Window-Width"] = f"{meta.window_width:g}"
+    headers.update(geometry_headers(meta))
+    return data.tobytes(), headers
+
+
+def multipart_frames(
+    parts: list[tuple[str, bytes, dict[str, str]]], boundary: str
+) -> bytes:
+    """``parts`` (url, body, headers) as a multipart/related body whose parts
+    name their frame (``Content-Location``) and their length."""
+    chunks = []
+    for url, body, headers in parts:
+        head = {
+            "Content-Type": "application/octet-stream",
+            "Content-Location": url,
+            "Content-Length": str(len(body)),
+            **headers,
+        }
+        lines = "".join(f"{k}: {v}\r\n" for k, v in head.items())
+        chunks += [f"--{boundary}\r\n{lines}\r\n".encode(), body, b"\r\n"]
+    chunks.append(f"--{boundary}--\r\n".encode())
+    return b"".join(chunks)
 
 
 def register(bp: Blueprint) -> None:
@@ -203,6 +252,39 @@ def register(bp: Blueprint) -> None:
             totalImages=len(images),
             hasMore=start + count < len(images),
         )
+
+    @bp.get("/pacs/studies/<study_uid>/series/<series_uid>/images/frames")
+    @jwt_required()
+    def bulk_frames(study_uid: str, series_uid: str):
+        """Raw pixels of several images of a series in one answer (request
+        batching): the same bytes and headers as each image's frame URL, one
+        multipart part each. An image that cannot be decoded is left out (its
+        own URL says why); none decoded: 422."""
+        study_uid, series_uid = uid(study_uid, "studyUid"), uid(series_uid, "seriesUid")
+        start = integer("start", 0, 0, 10**6)
+        count = integer("count", 16, 1, MAX_BATCH)
+        images = get_pacs().list_images(study_uid, series_uid)[start : start + count]
+        if not images:
+            raise BadRequest("start is past the series' last image")
+        parts = []
+        for image in images:
+            try:
+                body, headers = raw_frame(image.instance_id, image.frame_index)
+            except DecodeError as exc:
+                log.warning("left out of a batch: %s", exc)
+                continue
+            parts.append((frame_url(image), body, headers))
+        if not parts:  # (a multipart body has at least one part)
+            raise DecodeError(
+                f"images {start + 1}-{start + len(images)}", "none decodes"
+            )
+        boundary = f"frames-{start}-{len(images)}"
+        response = Response(multipart_frames(parts, boundary))
+        response.headers["Content-Type"] = (
+            f'multipart/related; type="application/octet-stream"; boundary={boundary}'
+        )
+        response.headers["Cache-Control"] = "private, no-store"
+        return response
 
     @bp.get("/pacs/studies/<study_uid>/image-ids/")
     @jwt_required()
@@ -297,33 +379,9 @@ def register(bp: Blueprint) -> None:
             )
             response.vary.add("Accept")
             return response
-        pacs = get_pacs()
-        # the caching PACS keeps frames compact: no float32 copy and check again
-        compact_frame = getattr(pacs, "get_frame_compact", None)
-        if compact_frame is not None:
-            data = compact_frame(instance_id, index)
-        else:
-            data = compact(pacs.get_frame(instance_id, index))
-        meta = get_pacs().get_instance_meta(instance_id)
-        headers = {
-            "X-Image-Rows": str(data.shape[0]),
-            "X-Image-Columns": str(data.shape[1]),
-            "X-Image-Dtype": data.dtype.name,  # int16 | float32 | uint8
-            "X-Image-Samples": str(data.shape[2] if data.ndim == 3 else 1),
-            "X-Photometric": meta.photometric,
-        }
-        if data.ndim == 2 and data.size:  # the value range, for a viewer's window LUT
-            headers["X-Pixel-Min"] = f"{data.min():g}"
-            headers["X-Pixel-Max"] = f"{data.max():g}"
-        if meta.window_center is not None and meta.window_width is not None:
-            headers["X-Window-Center"] = f"{meta.window_center:g}"
-            headers["X-Window-Width"] = f"{meta.window_width:g}"
-        headers.update(geometry_headers(meta))
+        body, headers = raw_frame(instance_id, index)
         response = immutable(
-            data.tobytes(),
-            "application/octet-stream",
-            f"{instance_id}-{index}-raw",
-            **headers,
+            body, "application/octet-stream", f"{instance_id}-{index}-raw", **headers
         )
         response.vary.add("Accept")
         return response
