@@ -302,7 +302,8 @@
     });
   }
 
-  /* The page: a write the image worker makes (done: a promise of it). */
+  /* The page: a write the image worker makes (done: a promise of it; when
+   * none will come, the page's queue calls forget(key)). */
   function noteWrite(key, done) {
     if (known) known.add(key);
     var work = done.then(null, function () {}); // (the worker evicted after it)
@@ -327,6 +328,10 @@
     evict: evictSoon,
     idle: idle,
     noteWrite: noteWrite,
+    /* The page: key is not stored after all (a write noted and not made). */
+    forget: function (key) {
+      forgetKeys([key]);
+    },
     signingOut: function () {
       return signingOut;
     },

@@ -55,7 +55,7 @@
 
   var worker = startWorker();
   var asked = new Map(); // worker request id -> {resolve, reject}
-  var storing = new Map(); // worker request id -> resolve(stored)
+  var storing = new Map(); // worker request id -> {done(stored), url}
   var workerSerial = 0;
   var workerTiming = []; // the worker's resource timing, in this page's clock
 
@@ -91,12 +91,7 @@
       if (workerTiming.length > 5000) workerTiming.splice(0, workerTiming.length - 5000);
       return;
     }
-    if (m.stored !== undefined) {
-      var done = storing.get(m.id);
-      storing.delete(m.id);
-      if (done) done(m.stored);
-      return;
-    }
+    if (m.stored !== undefined) return stored(m.id, m.stored);
     var p = asked.get(m.id);
     if (!p) return; // aborted meanwhile
     asked.delete(m.id);
@@ -106,6 +101,17 @@
     e.status = m.status || 0;
     e.retryAfter = m.retryAfter || 0;
     p.reject(e);
+  }
+
+  /* The worker's write for request id: stored (true), or none will come
+   * (false: failed, or the request was aborted or refused; the page's cache
+   * forgets the key at once, before whatever the abort's caller does next). */
+  function stored(id, ok) {
+    var write = storing.get(id);
+    storing.delete(id);
+    if (!write) return;
+    if (!ok && window.imageCache) window.imageCache.forget(write.url);
+    write.done(ok);
   }
 
   /* The request of a started job through the worker, which also stores the
@@ -119,15 +125,15 @@
       job.ctl.signal.addEventListener("abort", function () {
         if (!asked.has(id)) return;
         asked.delete(id);
-        storing.delete(id);
+        stored(id, false);
         if (worker) worker.postMessage({ type: "abort", id: id });
         reject(abortError());
       });
       if (store) {
         c.noteWrite(
           job.url,
-          new Promise(function (stored) {
-            storing.set(id, stored);
+          new Promise(function (resolve) {
+            storing.set(id, { done: resolve, url: job.url });
           })
         );
       }
@@ -141,7 +147,7 @@
         urgent: job.priority < PRIORITY.THUMBNAIL, // the image shown, its neighbours
       });
     }).catch(function (err) {
-      storing.delete(id);
+      stored(id, false);
       if (err.status === 401 && !job.ctl.signal.aborted) return viaPage(job); // renew
       throw err;
     });
