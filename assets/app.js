@@ -56,9 +56,9 @@
 
   /* Study page: once the server has loaded a series, its images come into the
    * browser's cache too, in the background (lowest priority in the page's
-   * queue), so the viewer opens it with no network for pixels. Up to 80 % of
-   * the cache's budget, leaving room for what the viewer keeps; images already
-   * cached are not asked again. Series follow the server's progress, in display
+   * queue, batches of 16 images: see load), so the viewer opens it with no
+   * network for pixels. Up to 80 % of the cache's budget, leaving room for
+   * what the viewer keeps; images already cached are not asked again. Series follow the server's progress, in display
    * order; a series whose listing fails is left to the viewer to load. Runs
    * again when the study page comes back without a page load (the back button
    * from the viewer); a run stops when the page changes. */
@@ -66,9 +66,12 @@
     "use strict";
     if (!window.imageQueue || !window.imageCache || !window.apiFetch) return;
     var POLL_MS = 2000,
-      WORKERS = 5,
+      WORKERS = 3, // batches in flight (the server has few cores)
+      BATCH = 16, // images a batch (api/pacs.py MAX_BATCH: 32)
       PAGE = 500;
     var runs = 0;
+    // localStorage "studyPrefetch.batch" = "off": image by image (benchmarks)
+    var BATCHING = window.localStorage.getItem("studyPrefetch.batch") !== "off";
 
     function json(url) {
       return window.apiFetch(url).then(function (r) {
@@ -87,7 +90,7 @@
       var base = "/api/pacs/studies/" + uid;
       var started = new Set(); // series whose images are queued
       var room = 0;
-      var state = { queued: 0, fetched: 0, cached: 0, failed: 0, full: false };
+      var state = { queued: 0, fetched: 0, cached: 0, failed: 0, full: false, batches: 0, batchFailures: 0 };
       window.studyPrefetch = state; // for tests and benchmarks
       function alive() {
         return me === runs && window.location.pathname === here;
@@ -103,31 +106,77 @@
         });
       }
 
-      function load(urls) {
+      /* A series' images not in the browser's cache yet, in runs of
+       * consecutive images (BATCH at most): one batch request each, the
+       * images it did not bring asked singly (graceful degradation: a
+       * batch that fails twice is asked image by image, and after two such
+       * failures this run asks singly only). */
+      function load(series, urls) {
+        var runs = [],
+          last = null;
+        urls.forEach(function (url, i) {
+          if (window.imageCache.has(url)) return state.cached++;
+          if (!last || last.start + last.urls.length !== i || last.urls.length >= BATCH) {
+            runs.push((last = { start: i, urls: [] }));
+          }
+          last.urls.push(url);
+        });
         var next = 0;
         function worker() {
-          if (next >= urls.length || state.full || !alive()) return null;
-          var url = urls[next++];
-          return window.imageQueue
-            .fetch(url, { priority: window.imageQueue.PRIORITY.BACKGROUND })
-            .then(
-              function (r) {
-                if (r.cached) state.cached++;
-                else {
-                  state.fetched++;
-                  room -= r.buffer.byteLength;
-                  if (room <= 0) state.full = true;
-                }
-              },
-              function () {
-                state.failed++;
-              }
-            )
-            .then(worker);
+          if (next >= runs.length || state.full || !alive()) return null;
+          return batch(series, runs[next++]).then(worker);
         }
         var workers = [];
         for (var i = 0; i < WORKERS; i++) workers.push(worker());
         return Promise.all(workers);
+      }
+
+      function took(bytes) {
+        state.fetched++;
+        room -= bytes;
+        if (room <= 0) state.full = true;
+      }
+
+      function batch(series, run) {
+        if (state.batchFailures >= 2 || !BATCHING) return singles(run.urls);
+        var url = base + "/series/" + series + "/images/frames?start=" + run.start + "&count=" + run.urls.length;
+        var q = window.imageQueue;
+        return q.fetch(url, { priority: q.PRIORITY.BACKGROUND, batch: true }).then(
+          function (r) {
+            state.batches++;
+            var got = new Set();
+            r.parts.forEach(function (part) {
+              got.add(part.url);
+              took(part.bytes);
+            });
+            return singles(
+              run.urls.filter(function (u) {
+                return !got.has(u);
+              })
+            );
+          },
+          function () {
+            state.batchFailures++;
+            return singles(run.urls);
+          }
+        );
+      }
+
+      function singles(urls) {
+        return urls.reduce(function (chain, url) {
+          return chain.then(function () {
+            if (state.full || !alive()) return;
+            return window.imageQueue.fetch(url, { priority: window.imageQueue.PRIORITY.BACKGROUND }).then(
+              function (r) {
+                if (r.cached) state.cached++;
+                else took(r.buffer.byteLength);
+              },
+              function () {
+                state.failed++;
+              }
+            );
+          });
+        }, Promise.resolve());
       }
 
       var chain = Promise.resolve();
@@ -142,7 +191,7 @@
                 return listing(s.seriesUid, 0, [])
                   .then(function (urls) {
                     state.queued += urls.length;
-                    return load(urls);
+                    return load(s.seriesUid, urls);
                   })
                   .catch(function () {}); // the viewer loads it when opened
               });

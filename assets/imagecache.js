@@ -3,6 +3,7 @@
  * window.imageCache.get(key) -> Promise of {buffer, headers} or null
  * window.imageCache.has(key) -> false once the page knows key is not stored
  * window.imageCache.put(key, buffer, headers) -> Promise
+ * window.imageCache.putBatch(buffer, contentType) -> Promise of [{url, bytes}]
  * window.imageCache.clear(), .stats(), .settings(), .configure({...})
  *
  * Entries are image responses keyed by URL (instance, frame and rendering
@@ -179,18 +180,25 @@
   var writing = new Set(); // puts not finished yet
 
   function put(key, buffer, headers) {
+    return putMany([{ key: key, buffer: buffer, headers: headers }]);
+  }
+
+  /* items: [{key, buffer, headers}], stored in one transaction. */
+  function putMany(items) {
     var work = open().then(function (db) {
       if (!db || signingOut) return;
       var now = clock();
-      if (known) known.add(key);
       var tx = db.transaction(["images", "entries"], "readwrite");
-      tx.objectStore("images").put({ buffer: buffer, headers: headers }, key);
-      tx.objectStore("entries").put({
-        key: key,
-        size: buffer.byteLength,
-        crc: crc32(buffer),
-        created: now,
-        used: now,
+      items.forEach(function (item) {
+        if (known) known.add(item.key);
+        tx.objectStore("images").put({ buffer: item.buffer, headers: item.headers }, item.key);
+        tx.objectStore("entries").put({
+          key: item.key,
+          size: item.buffer.byteLength,
+          crc: crc32(item.buffer),
+          created: now,
+          used: now,
+        });
       });
       return done(tx).then(evictSoon, function () {
         return evictSoon(); // quota: make room for the next one
@@ -202,6 +210,54 @@
     };
     work.then(settle, settle);
     return work;
+  }
+
+  /* A batch answer (multipart/related, each part with Content-Location and
+   * Content-Length: api/pacs.py bulk_frames) split into the single answers
+   * it holds: [{key, buffer, headers}], headers as a single answer's (x-*,
+   * content-type). Throws on anything else (the caller asks singly). */
+  function splitBatch(buffer, contentType) {
+    var m = /boundary="?([^";]+)"?/.exec(contentType || "");
+    if (!m) throw new Error("no multipart boundary");
+    var bytes = new Uint8Array(buffer),
+      delimiter = "--" + m[1],
+      parts = [],
+      at = 0;
+    function text(from, to) {
+      return String.fromCharCode.apply(null, bytes.subarray(from, Math.min(to, from + 8192)));
+    }
+    for (;;) {
+      if (text(at, at + delimiter.length + 2) === delimiter + "--") return parts;
+      var end = at; // the part's head ends at an empty line
+      while (end + 3 < bytes.length && !(bytes[end] === 13 && bytes[end + 1] === 10 && bytes[end + 2] === 13 && bytes[end + 3] === 10)) end++;
+      var lines = text(at, end).split("\r\n");
+      if (lines[0] !== delimiter || end + 3 >= bytes.length) throw new Error("not a batch answer");
+      var headers = {};
+      lines.slice(1).forEach(function (line) {
+        var colon = line.indexOf(":");
+        if (colon > 0) headers[line.slice(0, colon).trim().toLowerCase()] = line.slice(colon + 1).trim();
+      });
+      var length = Number(headers["content-length"]),
+        start = end + 4;
+      if (!headers["content-location"] || !(length >= 0) || start + length > bytes.length) throw new Error("bad part");
+      var kept = {};
+      Object.keys(headers).forEach(function (name) {
+        if (name.indexOf("x-") === 0 || name === "content-type") kept[name] = headers[name];
+      });
+      parts.push({ key: headers["content-location"], buffer: buffer.slice(start, start + length), headers: kept });
+      at = start + length + 2; // the part's closing CRLF
+    }
+  }
+
+  /* Store a batch answer's images, each under its own URL: a promise of
+   * [{url, bytes}]. */
+  function putBatch(buffer, contentType) {
+    var parts = splitBatch(buffer, contentType);
+    return putMany(parts).then(function () {
+      return parts.map(function (p) {
+        return { url: p.key, bytes: p.buffer.byteLength };
+      });
+    });
   }
 
   /* Every put so far stored and the budget enforced. */
@@ -322,6 +378,7 @@
       return known ? known.has(key) : true;
     },
     put: put,
+    putBatch: putBatch,
     clear: clear,
     claim: claim,
     summary: summary,

@@ -5,6 +5,11 @@
  *   imageQueue.expect(url): start reading url from the cache now, for a
  *     fetch(url) about to come; a promise of that read
  *   imageQueue.read(url): a read of the cache alone (no request after it)
+ *   imageQueue.fetch(url, {batch: true, priority, signal}) -> Promise of
+ *     {parts: [{url, bytes}]}: a batch of frames (api/pacs.py bulk_frames),
+ *     one request and one slot, each image stored under its own URL; not
+ *     read from the cache (the caller asks for what it lacks) and tried
+ *     twice, not five times: its caller falls back to single-image requests
  *
  * The browser's cache first (assets/imagecache.js: no network, no slot), else
  * the server, and what arrives is stored in that cache. At most MAX_IN_FLIGHT
@@ -96,6 +101,12 @@
     if (!p) return; // aborted meanwhile
     asked.delete(m.id);
     if (m.buffer) return p.resolve({ buffer: m.buffer, headers: m.headers, cached: false });
+    if (m.parts) {
+      m.parts.forEach(function (part) {
+        if (window.imageCache) window.imageCache.noteWrite(part.url, Promise.resolve(true));
+      });
+      return p.resolve({ parts: m.parts });
+    }
     var e = new Error(m.status ? "HTTP " + m.status : m.error);
     if (m.name === "AbortError") e.name = "AbortError";
     e.status = m.status || 0;
@@ -129,7 +140,7 @@
         if (worker) worker.postMessage({ type: "abort", id: id });
         reject(abortError());
       });
-      if (store) {
+      if (store && !job.batch) {
         c.noteWrite(
           job.url,
           new Promise(function (resolve) {
@@ -138,7 +149,7 @@
         );
       }
       worker.postMessage({
-        type: "fetch",
+        type: job.batch ? "batch" : "fetch",
         id: id,
         url: job.url,
         accept: job.accept,
@@ -179,7 +190,7 @@
 
   /* The request of a started job on the main thread; its answer is stored
    * (once the cache is claimed: a job of viaImage retried by fetch did not
-   * wait for that). */
+   * wait for that). A batch's images are stored before it answers. */
   function viaPage(job) {
     var get = window.apiFetch || fetch;
     return get(job.url, { signal: job.ctl.signal, headers: { Accept: job.accept } }).then(function (r) {
@@ -191,6 +202,14 @@
         throw e;
       }
       return r.arrayBuffer().then(function (buffer) {
+        if (job.batch) {
+          return cache().then(function (c) {
+            if (!c) throw new Error("no cache to keep a batch in");
+            return c.putBatch(buffer, r.headers.get("content-type")).then(function (parts) {
+              return { parts: parts };
+            });
+          });
+        }
         var result = { buffer: buffer, headers: pick(r.headers), cached: false };
         cache().then(function (c) {
           if (c) return c.put(job.url, result.buffer, result.headers);
@@ -308,7 +327,7 @@
     var status = err.status || 0;
     var final = status >= 400 && status < 500 && status !== 408 && status !== 429;
     job.tries++;
-    if (final || job.tries >= MAX_TRIES) {
+    if (final || job.tries >= (job.batch ? 2 : MAX_TRIES)) {
       figures.failures++;
       return job.reject(err);
     }
@@ -331,7 +350,7 @@
     return out;
   }
 
-  /* url: the image; options: {priority, signal, accept, worker, img}.
+  /* url: the image; options: {priority, signal, accept, worker, img, batch}.
    * img: an <img> the browser loads url into itself (src), with no read of
    * the browser's cache first and no bytes for the caller: the result is
    * {src} (see viaImage). */
@@ -341,8 +360,9 @@
     var job = {
       url: url,
       priority: options.priority === undefined ? PRIORITY.BACKGROUND : options.priority,
-      accept: options.accept || "application/octet-stream",
-      worker: !!options.worker,
+      accept: options.batch ? "multipart/related" : options.accept || "application/octet-stream",
+      worker: !!options.worker || !!options.batch,
+      batch: !!options.batch,
       img: options.img || null,
       seq: ++serial,
       tries: 0,
@@ -370,6 +390,15 @@
         if (job.img.getAttribute("src") === url) return start(job);
         insert(job);
         return pump();
+      }
+      if (job.batch) {
+        // no cache read (its caller asks for what is missing), but the cache
+        // claimed first: a claim that empties it must not follow the writes
+        return cache().then(function () {
+          if (job.cancelled) return;
+          insert(job);
+          pump();
+        });
       }
       (early || readCache(url))
         .then(function (hit) {

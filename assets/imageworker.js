@@ -10,9 +10,12 @@
  * Messages from the page:
  *   {type: "fetch", id, url, accept, store, settings, urgent}  store: write
  *       the cache; urgent: the image shown or a neighbour (writes wait)
+ *   {type: "batch", ...}           the same for a batch of frames: its
+ *       images are stored (each under its own URL) before it answers
  *   {type: "abort", id}
  * to the page:
  *   {id, buffer, headers}          the answer (buffer transferred)
+ *   {id, parts: [{url, bytes}]}    a batch's answer, its images stored
  *   {id, status, retryAfter}       an HTTP error (the page retries, or renews
  *                                  the session on 401 and asks again itself)
  *   {id, error, name}              a network error or AbortError
@@ -38,7 +41,8 @@ importScripts("imagecache.js");
     return out;
   }
 
-  /* One request: m = {id, url, accept, store, settings}. */
+  /* One request: m = {id, url, accept, store, settings}; a batch
+   * (type "batch") is split and its images stored before it answers. */
   function fetchOne(m) {
     var ctl = new AbortController();
     running.set(m.id, ctl);
@@ -51,6 +55,13 @@ importScripts("imagecache.js");
           return;
         }
         return r.arrayBuffer().then(function (buffer) {
+          if (m.type === "batch") {
+            cache.useSettings(m.settings);
+            var kept = m.store ? cache.putBatch(buffer, r.headers.get("content-type")) : Promise.resolve([]);
+            return kept.then(function (parts) {
+              self.postMessage({ id: m.id, parts: parts });
+            });
+          }
           var headers = pick(r.headers);
           var copy = m.store ? buffer.slice(0) : null; // the page gets the original
           self.postMessage({ id: m.id, buffer: buffer, headers: headers }, [buffer]);
@@ -112,7 +123,7 @@ importScripts("imagecache.js");
 
   self.onmessage = function (event) {
     var m = event.data;
-    if (m.type === "fetch") fetchOne(m);
+    if (m.type === "fetch" || m.type === "batch") fetchOne(m);
     else if (m.type === "abort" && running.has(m.id)) running.get(m.id).abort();
   };
 })();

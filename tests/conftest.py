@@ -120,13 +120,15 @@ def pytest_setup_options():
 
 
 class ImageRequests:
-    """WSGI middleware counting the image requests (``/api/pacs/instances/``)
+    """WSGI middleware counting the image requests (``/api/pacs/instances/``
+    and batches of frames, ``.../images/frames``)
     the app is answering at once: the browser's in-flight count seen from the
     server, whatever the page's own counters say."""
 
     def __init__(self, app) -> None:
         self.app, self.lock = app, threading.Lock()
         self.in_flight = self.max_in_flight = self.total = 0
+        self.refuse_batches = False  # answer batches 502, as a failing proxy would
 
     def reset(self) -> None:
         with self.lock:
@@ -140,8 +142,14 @@ class ImageRequests:
             self.max_in_flight = max(self.max_in_flight, self.in_flight)
 
     def __call__(self, environ, start_response):
-        if not environ.get("PATH_INFO", "").startswith("/api/pacs/instances/"):
+        path = environ.get("PATH_INFO", "")
+        if not (
+            path.startswith("/api/pacs/instances/") or path.endswith("/images/frames")
+        ):
             return self.app(environ, start_response)
+        if self.refuse_batches and path.endswith("/images/frames"):
+            start_response("502 Bad Gateway", [("Content-Type", "text/plain")])
+            return [b"refused"]
         self._change(1)
         try:
             body = self.app(environ, start_response)

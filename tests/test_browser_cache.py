@@ -4,6 +4,7 @@ LRU eviction under a budget, and signing out empties IndexedDB."""
 
 from __future__ import annotations
 
+import re
 import shutil
 import time
 
@@ -229,17 +230,21 @@ def test_cache007_the_study_page_fills_the_cache_and_the_viewer_needs_no_network
     dash_br, live_app, corpus, image_requests, fresh_app_state
 ):
     """The study page brings every image of every loaded series into
-    IndexedDB behind its thumbnails, at most 5 image requests at once (counted
-    by the server), each image once; a series opened afterwards, and the study
-    page reloaded, ask the server for no pixels at all."""
+    IndexedDB behind its thumbnails, in batches of 16 images (one request
+    each), at most 5 image requests at once (counted by the server), each
+    image once; a series opened afterwards, and the study page reloaded, ask
+    the server for no pixels at all."""
     study = corpus.demo
     images = sum(s.image_count for s in study.series)
+    batches = sum(-(-s.image_count // 16) for s in study.series)
     image_requests.reset()
     sign_in(dash_br, live_app, f"/study/{study.study_uid}")
     figures = prefetch_done(dash_br, images)
     assert figures["failed"] == 0 and figures["full"] is False
     assert figures["fetched"] == images  # an empty cache at first: all fetched
-    assert image_requests.total == len(study.series) + images  # thumbnails + images
+    assert figures["batches"] == batches and figures["batchFailures"] == 0
+    assert image_requests.total == len(study.series) + batches  # thumbnails too
+    assert dash_br.driver.execute_script(FRAMES) == []  # not one single frame
     assert 1 <= image_requests.max_in_flight <= 5
     queue = dash_br.driver.execute_script("return window.imageQueue.stats()")
     assert queue["peak"] <= 5 and queue["failures"] == 0
@@ -258,6 +263,33 @@ def test_cache007_the_study_page_fills_the_cache_and_the_viewer_needs_no_network
     assert dash_br.driver.execute_script(FRAMES) == []
     assert image_requests.total == 0
     dash_br.wait_for_text_to_equal("#cache-hit-rate", "cache 100 %")
+
+
+def test_cache014_failed_batches_fall_back_to_single_image_requests(
+    dash_br, live_app, corpus, image_requests, fresh_app_state
+):
+    """Batches that fail (answered 502 here, as a proxy that refuses them
+    would) are asked image by image: every image still reaches IndexedDB,
+    through single requests, and after two failed batches the page stops
+    trying batches."""
+    study = corpus.demo
+    images = sum(s.image_count for s in study.series)
+    image_requests.refuse_batches = True
+    try:
+        image_requests.reset()
+        sign_in(dash_br, live_app, f"/study/{study.study_uid}")
+        figures = prefetch_done(dash_br, images)
+    finally:
+        image_requests.refuse_batches = False
+    assert figures["failed"] == 0 and figures["fetched"] == images
+    # none started after two failed (up to 3 at once: 2 more may be under way)
+    assert figures["batches"] == 0 and 2 <= figures["batchFailures"] <= 4
+    run(dash_br, "window.imageCache.idle().then(() => done());")
+    stored = [k for k in summary(dash_br)["keys"] if re.search(r"/frames/\d+$", k)]
+    assert len(stored) == images
+    # the thumbnails and each image once, singly (no batch reached the app)
+    assert image_requests.total == len(study.series) + images
+    assert 1 <= image_requests.max_in_flight <= 5
 
 
 def test_cache008_the_page_renews_the_access_token_before_it_expires(
