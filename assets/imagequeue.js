@@ -36,9 +36,10 @@
  * the main thread, where each step of an IndexedDB read (open, keys, owner,
  * entry) or of a fetch waits behind them, so the browser loads them itself
  * (img.src, from the network or its HTTP cache: the answers are private,
- * immutable), each holding a slot of the queue until its load event. The
- * HTML asks for the first 5 itself (src, pages/study.py), before any script;
- * the queue counts those in flight as it meets them.
+ * immutable), each holding a slot of the queue until its load event, and
+ * copied into IndexedDB from the HTTP cache when the page is idle (keepLater).
+ * The HTML asks for the first 5 itself (src, pages/study.py), before any
+ * script; the queue counts those in flight as it meets them.
  *
  * Loaded in <head> (app.py), before the page's body, so the first-paint
  * thumbnails start while Dash's bundles load.
@@ -175,7 +176,10 @@
       function end(event) {
         img.removeEventListener("load", end);
         img.removeEventListener("error", end);
-        if (event.type === "load") return resolve({ src: job.url, cached: false });
+        if (event.type === "load") {
+          keepLater(job.url);
+          return resolve({ src: job.url, cached: false });
+        }
         job.img = null;
         reject(Object.assign(new Error("image failed"), { status: 0 }));
       }
@@ -186,6 +190,26 @@
       img.addEventListener("error", end);
       if (img.getAttribute("src") !== job.url) img.src = job.url;
     });
+  }
+
+  /* An image the browser loaded itself (viaImage) copied into IndexedDB
+   * from the browser's HTTP cache once the page is idle: no request
+   * (only-if-cached), and no read while Dash's bundles hold the main thread. */
+  function keepLater(url) {
+    var idle = window.requestIdleCallback || setTimeout;
+    idle(function () {
+      cache()
+        .then(function (c) {
+          if (!c || c.has(url) || c.signingOut()) return;
+          return fetch(url, { cache: "only-if-cached", mode: "same-origin", credentials: "same-origin" }).then(function (r) {
+            if (!r.ok) return;
+            return r.arrayBuffer().then(function (buffer) {
+              return c.put(url, buffer, pick(r.headers));
+            });
+          });
+        })
+        .catch(function () {}); // not in the HTTP cache any more: a later view asks
+    }, { timeout: 5000 });
   }
 
   /* The request of a started job on the main thread; its answer is stored

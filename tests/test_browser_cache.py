@@ -245,6 +245,17 @@ def test_cache007_the_study_page_fills_the_cache_and_the_viewer_needs_no_network
     assert figures["batches"] == batches and figures["batchFailures"] == 0
     assert image_requests.total == len(study.series) + batches  # thumbnails too
     assert dash_br.driver.execute_script(FRAMES) == []  # not one single frame
+    # the thumbnails the browser loaded itself are copied into IndexedDB
+    # from its HTTP cache, with no request
+    thumbs = dash_br.driver.execute_script(
+        "return [...document.querySelectorAll('#series-grid .thumb-img')]"
+        ".map(i => i.getAttribute('data-src'))"
+    )
+    assert len(thumbs) == len(study.series)
+    WebDriverWait(dash_br.driver, 15, poll_frequency=0.1).until(
+        lambda _d: set(thumbs) <= set(summary(dash_br)["keys"])
+    )
+    assert image_requests.total == len(study.series) + batches
     assert 1 <= image_requests.max_in_flight <= 5
     queue = dash_br.driver.execute_script("return window.imageQueue.stats()")
     assert queue["peak"] <= 5 and queue["failures"] == 0
