@@ -158,6 +158,7 @@ SERIES_UID = param(
     string("SeriesInstanceUID", pattern=UID_PATTERN, maxLength=64),
     "The series' DICOM SeriesInstanceUID (digits and dots, at most 64 characters).",
 )
+FIRST_IMAGE = query("start", integer(0, 10**6, default=0), "0-based first image.")
 ORTHANC_ID = param(
     "path",
     "orthancId",
@@ -443,9 +444,7 @@ SPEC: dict = {
                 parameters=[
                     STUDY_UID,
                     SERIES_UID,
-                    query(
-                        "start", integer(0, 10**6, default=0), "0-based first image."
-                    ),
+                    FIRST_IMAGE,
                     query(
                         "count",
                         integer(1, MAX_COUNT, default=50),
@@ -477,9 +476,7 @@ SPEC: dict = {
                 parameters=[
                     STUDY_UID,
                     SERIES_UID,
-                    query(
-                        "start", integer(0, 10**6, default=0), "0-based first image."
-                    ),
+                    FIRST_IMAGE,
                     query(
                         "count",
                         integer(1, MAX_BATCH, default=16),

@@ -58,10 +58,11 @@
    * browser's cache too, in the background (lowest priority in the page's
    * queue, batches of 16 images: see load), so the viewer opens it with no
    * network for pixels. Up to 80 % of the cache's budget, leaving room for
-   * what the viewer keeps; images already cached are not asked again. Series follow the server's progress, in display
-   * order; a series whose listing fails is left to the viewer to load. Runs
-   * again when the study page comes back without a page load (the back button
-   * from the viewer); a run stops when the page changes. */
+   * what the viewer keeps; images already cached are not asked again. Series
+   * follow the server's progress, in display order; a series whose listing
+   * fails is left to the viewer to load. Runs again when the study page comes
+   * back without a page load (the back button from the viewer); a run stops
+   * when the page changes. */
   (function () {
     "use strict";
     if (!window.imageQueue || !window.imageCache || !window.apiFetch) return;
@@ -106,25 +107,25 @@
         });
       }
 
-      /* A series' images not in the browser's cache yet, in runs of
+      /* A series' images not in the browser's cache yet, in chunks of
        * consecutive images (BATCH at most): one batch request each, the
        * images it did not bring asked singly (graceful degradation: a
        * batch that fails twice is asked image by image, and after two such
        * failures this run asks singly only). */
       function load(series, urls) {
-        var runs = [],
+        var chunks = [],
           last = null;
         urls.forEach(function (url, i) {
           if (window.imageCache.has(url)) return state.cached++;
           if (!last || last.start + last.urls.length !== i || last.urls.length >= BATCH) {
-            runs.push((last = { start: i, urls: [] }));
+            chunks.push((last = { start: i, urls: [] }));
           }
           last.urls.push(url);
         });
         var next = 0;
         function worker() {
-          if (next >= runs.length || state.full || !alive()) return null;
-          return batch(series, runs[next++]).then(worker);
+          if (next >= chunks.length || state.full || !alive()) return null;
+          return batch(series, chunks[next++]).then(worker);
         }
         var workers = [];
         for (var i = 0; i < WORKERS; i++) workers.push(worker());
@@ -137,9 +138,9 @@
         if (room <= 0) state.full = true;
       }
 
-      function batch(series, run) {
-        if (state.batchFailures >= 2 || !BATCHING) return singles(run.urls);
-        var url = base + "/series/" + series + "/images/frames?start=" + run.start + "&count=" + run.urls.length;
+      function batch(series, chunk) {
+        if (state.batchFailures >= 2 || !BATCHING) return singles(chunk.urls);
+        var url = base + "/series/" + series + "/images/frames?start=" + chunk.start + "&count=" + chunk.urls.length;
         var q = window.imageQueue;
         return q.fetch(url, { priority: q.PRIORITY.BACKGROUND, batch: true }).then(
           function (r) {
@@ -150,14 +151,14 @@
               took(part.bytes);
             });
             return singles(
-              run.urls.filter(function (u) {
+              chunk.urls.filter(function (u) {
                 return !got.has(u);
               })
             );
           },
           function () {
             state.batchFailures++;
-            return singles(run.urls);
+            return singles(chunk.urls);
           }
         );
       }

@@ -279,3 +279,19 @@ def embedded_api(corpus, api_settings):
 def api_server(request):
     """Each API test runs once per backend with the same assertions."""
     return request.getfixturevalue(f"{request.param}_api")
+
+
+@pytest.fixture
+def client(api_server):
+    """A Flask test client of ``api_server``."""
+    return api_server.test_client()
+
+
+@pytest.fixture
+def headers(client):
+    """``Authorization`` for the API's admin (signed in through the API)."""
+    answer = client.post(
+        "/api/token/", json={"username": API_ADMIN[0], "password": API_ADMIN[1]}
+    )
+    assert answer.status_code == 200, answer.data
+    return {"Authorization": f"Bearer {answer.get_json()['access']}"}

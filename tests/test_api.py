@@ -64,16 +64,6 @@ def login(client, username: str = API_ADMIN[0], password: str = API_ADMIN[1]):
 
 
 @pytest.fixture
-def client(api_server):
-    return api_server.test_client()
-
-
-@pytest.fixture
-def headers(client):
-    return make_headers(login(client)["access"])
-
-
-@pytest.fixture
 def ref_pacs(request, api_server):
     """An independent client of the same backend as ``api_server``."""
     return request.getfixturevalue(f"{api_server.extensions['pacs'].name}_pacs")

@@ -17,22 +17,10 @@ from tests.test_api import (
     codec_series,
     demo_series,
     get_json,
-    login,
-    make_headers,
     series_url,
 )
 
 RAW = {"Accept": "application/octet-stream"}
-
-
-@pytest.fixture
-def client(api_server):
-    return api_server.test_client()
-
-
-@pytest.fixture
-def headers(client):
-    return make_headers(login(client)["access"])
 
 
 def frames_url(study_uid: str, series_uid: str, query: str = "") -> str:
