@@ -196,7 +196,13 @@
    * from the browser's HTTP cache once the page is idle: no request
    * (only-if-cached), and no read while Dash's bundles hold the main thread. */
   function keepLater(url) {
-    var idle = window.requestIdleCallback || setTimeout;
+    var idle = window.requestIdleCallback
+      ? function (fn) {
+          window.requestIdleCallback(fn, { timeout: 5000 });
+        }
+      : function (fn) {
+          setTimeout(fn, 1000); // no idle callbacks: a second later
+        };
     idle(function () {
       cache()
         .then(function (c) {
@@ -209,7 +215,7 @@
           });
         })
         .catch(function () {}); // not in the HTTP cache any more: a later view asks
-    }, { timeout: 5000 });
+    });
   }
 
   /* The request of a started job on the main thread; its answer is stored
