@@ -15,6 +15,8 @@ from urllib.parse import urlsplit
 
 ROOT = Path(__file__).resolve().parent
 MAX_ORTHANC_IN_FLIGHT = 5
+# the bulk loader's processes (services.loaderprocess); 0: in the web process
+LOADER_PROCESSES = min(2, os.cpu_count() or 1)
 
 
 def _bool(value: str | None, default: bool) -> bool:
@@ -58,6 +60,7 @@ class Settings:
     cache_dir: Path = ROOT / "var" / "cache"
     cache_size_mb: int = 2048
     loader_workers: int = 4
+    loader_processes: int = LOADER_PROCESSES
     jwt_secret_key: str = ""
     admin_username: str = ""
     admin_password: str = ""
@@ -103,6 +106,7 @@ class Settings:
             self.pacs_kwargs(),
             cache_size_mb=self.cache_size_mb,
             loader_workers=self.loader_workers,
+            loader_processes=self.loader_processes,
             redis_url=self.redis_url,
         )
 
@@ -128,6 +132,7 @@ class Settings:
             cache_dir=Path(get("CACHE_DIR") or cls.cache_dir),
             cache_size_mb=int(get("CACHE_SIZE_MB", "2048")),
             loader_workers=int(get("LOADER_WORKERS", "4")),
+            loader_processes=int(get("LOADER_PROCESSES", str(LOADER_PROCESSES))),
             jwt_secret_key=env.get("JWT_SECRET_KEY", ""),
             admin_username=get("ADMIN_USERNAME"),
             admin_password=env.get("ADMIN_PASSWORD", ""),

@@ -375,7 +375,9 @@ def clear_server(server, proxy: Proxy | None = None) -> None:
     client's HTTP metadata cache (requests-cache, CACHE_DIR/orthanc-http) and its
     in-memory tag memo, so that "cold" means cold."""
     ext = server.extensions
-    ext["loader"].stop()
+    here = ext["loader"].kick is None  # else it loads in a child process, idle now
+    if here:
+        ext["loader"].stop()
     ext["pacs"].images.clear()
     ext["state"].clear()
     inner = ext["pacs"].inner
@@ -386,7 +388,8 @@ def clear_server(server, proxy: Proxy | None = None) -> None:
         inner._meta.clear()
     if proxy is not None:
         proxy.reset()
-    ext["loader"].start()
+    if here:
+        ext["loader"].start()
 
 
 def wait_loaded(server, study_uid: str, timeout: float) -> None:

@@ -25,7 +25,11 @@ app run):
   proxy the app talks through, to see what the proxy itself costs.
 - ``app loader, no proxy`` (with ``--app-no-proxy``): a second app server
   talking to Orthanc directly (peak in flight then from the app's own counter).
-- ``..., to last stored``: the same app runs timed to the moment the loader
+- ``app loader in the web process, no proxy`` (with ``--web-loader``): the
+  same with ``LOADER_PROCESSES=0``, the loader's threads in the web process
+  (the only way until 2026-12-06; the other app rows have the default, the
+  loader in two child processes).
+- ``..., to last stored``: the in-process app runs timed to the moment the loader
   stored the study's last image (the loader's ``_load`` wrapped in this
   process), not to the poll that saw it: on a study that loads in ~0.25 s
   the polls' 50 ms steps (10 ms past 90 %) weigh up to a fifth of the figure.
@@ -50,6 +54,7 @@ Run from the project root (as a module, so that ``requests`` is the library)::
     .venv/bin/python -m bench.throughput --runs 5 --studies demo --sample
     .venv/bin/python -m bench.throughput --via-proxy --app-no-proxy --loader-workers 5
     .venv/bin/python -m bench.throughput --what-if-identity
+    .venv/bin/python -m bench.throughput --runs 5 --app-no-proxy --web-loader --no-numpy --no-gzip
 """
 
 from __future__ import annotations
@@ -166,6 +171,7 @@ class AppUnderTest:
         # the load is over then, whenever the bench's next poll comes
         loader = self.server.extensions["loader"]
         load_one, self.last_stored = loader._load, 0.0
+        self.in_process = loader.kick is None  # else a child process loads
 
         def timed(task):
             outcome = load_one(task)
@@ -206,7 +212,7 @@ class AppUnderTest:
         elapsed = time.perf_counter() - t0
         out = dict(
             s=elapsed,
-            stored_s=self.last_stored - t0,
+            stored_s=self.last_stored - t0 if self.in_process else None,
             images=sum(s["total"] for s in body["series"]),
             polls=polls,
         )
@@ -218,6 +224,8 @@ class AppUnderTest:
                 peak=stats["max_in_flight"],
             )
         else:
+            if not self.in_process:  # the children write their counts every 0.25 s
+                time.sleep(0.3)
             slots = self.server.extensions["slots"]
             out.update(
                 requests=slots.counters.get("requests"),
@@ -249,6 +257,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--loader-workers", type=int, default=4, help="LOADER_WORKERS (app default 4)"
+    )
+    parser.add_argument(
+        "--web-loader",
+        action="store_true",
+        help="add the app with its loader in the web process (LOADER_PROCESS=0), no proxy",
     )
     parser.add_argument("--inproc-proxy", action="store_true")
     parser.add_argument("--sample", action="store_true", help="timed + sampled run")
@@ -290,6 +303,16 @@ def main(argv: list[str] | None = None) -> int:
                 None,
             )
             apps.append(plain)
+        if args.web_loader:
+            web = AppUnderTest(
+                dataclasses.replace(
+                    app_settings(orthanc.url, orthanc, tmp / "app-web"),
+                    loader_workers=args.loader_workers,
+                    loader_processes=0,
+                ),
+                None,
+            )
+            apps.append(web)
         setup_s = time.perf_counter() - started
 
         frames = {n: orthanc_frames(orthanc, s.study_uid) for n, s in studies.items()}
@@ -315,6 +338,8 @@ def main(argv: list[str] | None = None) -> int:
         app_methods = {"app loader": app}
         if args.app_no_proxy:
             app_methods["app loader, no proxy"] = plain
+        if args.web_loader:
+            app_methods["app loader in the web process, no proxy"] = web
         methods = [*direct, *app_methods]
 
         def run(n: str, method: str) -> dict:
@@ -353,7 +378,9 @@ def main(argv: list[str] | None = None) -> int:
 
         stored = []  # the app rows again, to the last image stored
         for n in names:
-            for method in app_methods:
+            for method, app_run in app_methods.items():
+                if not app_run.in_process:
+                    continue
                 name = f"{method}, to last stored"
                 results[(n, name)] = [
                     {**r, "s": r["stored_s"]} for r in results[(n, method)]

@@ -282,6 +282,15 @@ class _Flusher:
 _flusher = _Flusher()
 
 
+def flush_counters() -> None:
+    """Write every buffered count of this process now (a process about to end:
+    its flushing thread is a daemon)."""
+    with _flusher._cv:
+        due, _flusher._due = list(_flusher._due), {}
+    for counters in due:
+        counters._flush_quietly()
+
+
 def _after_fork_in_child() -> None:
     _flusher._cv = threading.Condition()  # another thread may have held it
 

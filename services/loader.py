@@ -74,6 +74,7 @@ import logging
 import random
 import threading
 import time
+import zlib
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -140,9 +141,14 @@ class BulkLoader:
         Tries per image for errors other than "PACS unavailable".
     backoff
         First retry delay in seconds; doubles per attempt, with jitter.
+    shard
+        ``(i, n)``: load only the images whose instance falls in share ``i``
+        of ``n`` (the processes of :class:`~services.loaderprocess.LoaderProcesses`),
+        under a lease of that share.
     kick
-        When given, fetching runs elsewhere (a Celery worker's :meth:`drain`):
-        called after every request to have it run.
+        When given, fetching runs elsewhere (a Celery worker's :meth:`drain`,
+        or :class:`~services.loaderprocess.LoaderProcesses`): called after every
+        request to have it run. :meth:`stop` calls its ``close`` if it has one.
     """
 
     def __init__(
@@ -153,15 +159,20 @@ class BulkLoader:
         workers: int = 4,
         max_attempts: int = 4,
         backoff: float = 0.5,
+        shard: tuple[int, int] = (0, 1),
         kick: Callable[[], None] | None = None,
     ) -> None:
         self.pacs, self.state = pacs, state
+        self.shard = shard
         self.kick = kick
         self.workers = workers
         self.max_attempts = max_attempts
         self.backoff = backoff
         self.stats = Counters(state, "loader")
-        self.lease = Lease(state, "bulk-loader")
+        self.lease = Lease(
+            state,
+            "bulk-loader" if shard[1] == 1 else f"bulk-loader:{shard[0]}/{shard[1]}",
+        )
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._wake = threading.Event()
@@ -302,8 +313,7 @@ class BulkLoader:
 
     def _bump(self) -> None:
         self.state.incr("loader:version", default=0)
-        self._asked.set()
-        self._wake.set()
+        self.wake()
         if self.kick is not None:
             self.kick()
 
@@ -336,8 +346,11 @@ class BulkLoader:
     # -- scheduling (the leading process) --------------------------------------------
 
     def start(self) -> None:
-        """Run the scheduler thread in this process (it works while it leads)."""
-        if self._thread is not None and self._thread.is_alive():
+        """Run the scheduler thread in this process (it works while it leads);
+        nothing with a ``kick``: loading runs elsewhere."""
+        if self.kick is not None or (
+            self._thread is not None and self._thread.is_alive()
+        ):
             return
         with self._start_lock:
             if self._thread is not None and self._thread.is_alive():
@@ -361,12 +374,20 @@ class BulkLoader:
         except StateUnavailable as exc:
             log.warning("loader stops: %s", exc)
 
+    def wake(self) -> None:
+        """Look at the requests now (another process wrote one: see ``kick``)."""
+        self._asked.set()
+        self._wake.set()
+
     def stop(self) -> None:
         self._stop.set()
         self._wake.set()
         if self._thread:
             self._thread.join(timeout=10)
         self.lease.give_up()
+        close = getattr(self.kick, "close", None)
+        if close is not None:
+            close()
 
     def _candidates(self, version: int) -> list[Task]:
         """Every image still to load, best first, as of request ``version``."""
@@ -425,7 +446,15 @@ class BulkLoader:
         focused = [t for t in tasks if (t.study_uid, t.series_uid) == on_screen]
         ordered = focused + [t for t in firsts if t not in focused]
         taken = set(ordered)
-        return ordered + [t for t in tasks if t not in taken]
+        ordered += [t for t in tasks if t not in taken]
+        share, shares = self.shard
+        if shares == 1:
+            return ordered
+        return [
+            t
+            for t in ordered
+            if zlib.crc32(t.image.instance_id.encode()) % shares == share
+        ]
 
     def _run(self, until_idle: bool = False) -> int:
         """The scheduler. With ``until_idle`` it returns once nothing is left

@@ -43,13 +43,30 @@ def open_stack(
     cache_dir: str | Path,
     cache_size_mb: int = 2048,
     loader_workers: int = 4,
+    loader_processes: int = 0,
+    loader_shard: tuple[int, int] = (0, 1),
     redis_url: str = "",
     kick: Callable[[], None] | None = None,
     **pacs_kwargs: Any,
 ) -> Stack:
     """Open the services; ``pacs_kwargs`` go to :func:`services.pacs.open_pacs`
-    (``orthanc_url``, ``max_in_flight``, ``dicom_dir`` ...); ``kick`` to the
-    loader (see :class:`~services.loader.BulkLoader`)."""
+    (``orthanc_url``, ``max_in_flight``, ``dicom_dir`` ...); ``kick`` and
+    ``loader_shard`` to the loader (see :class:`~services.loader.BulkLoader`).
+    With ``loader_processes`` (and no Redis, whose Celery workers load) the
+    loader runs in that many child processes
+    (:class:`~services.loaderprocess.LoaderProcesses`)."""
+    if loader_processes and not redis_url and kick is None:
+        from .loaderprocess import LoaderProcesses
+
+        kick = LoaderProcesses(
+            dict(
+                pacs_kwargs,
+                cache_dir=cache_dir,
+                cache_size_mb=cache_size_mb,
+                loader_workers=loader_workers,
+            ),
+            loader_processes,
+        )
     cache_dir = Path(cache_dir)
     state = open_state(cache_dir / "state", redis_url)
     remote = bool(pacs_kwargs.get("orthanc_url"))
@@ -82,5 +99,7 @@ def open_stack(
         state,
         locks=locks,
     )
-    loader = BulkLoader(pacs, state, workers=loader_workers, kick=kick)
+    loader = BulkLoader(
+        pacs, state, workers=loader_workers, shard=loader_shard, kick=kick
+    )
     return Stack(state, slots, pacs, loader)

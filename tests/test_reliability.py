@@ -204,7 +204,8 @@ def test_rel002_study_page_shows_waiting_while_orthanc_is_down_then_green(
     study, series = corpus.demo.study_uid, corpus.demo.series[2]
     upstream = app_proxy.upstream
     app_proxy.upstream = orthanc.url
-    app_proxy.delay = 0.03
+    # 120 images, 4 at a time: ~3 s to load, Orthanc stops after ~0.5 s
+    app_proxy.delay = 0.1
     try:
         sign_in(dash_br, live_app, f"/study/{study}")
         driver = dash_br.driver
