@@ -92,6 +92,7 @@ from bench._common import (
     orthanc_cpu_seconds,
     orthanc_frames,
     p95,
+    proc_cpu_seconds,
     start_orthanc,
     table,
 )
@@ -342,9 +343,16 @@ def main(argv: list[str] | None = None) -> int:
             app_methods["app loader in the web process, no proxy"] = web
         methods = [*direct, *app_methods]
 
+        def loader_cpu() -> float:  # the apps' loader processes, alive now
+            return sum(
+                proc_cpu_seconds(pid)
+                for a in apps
+                for pid in getattr(a.server.extensions["loader"].kick, "pids", ())
+            )
+
         def run(n: str, method: str) -> dict:
             cpu0, orth0 = time.process_time(), orthanc_cpu_seconds(orthanc)
-            proxy0 = proxy.cpu_seconds()
+            proxy0, loader0 = proxy.cpu_seconds(), loader_cpu()
             if method in direct:
                 base, paths, headers = direct[method]
                 elapsed = direct_fetch(base, orthanc.auth, paths[n], headers=headers)
@@ -356,6 +364,7 @@ def main(argv: list[str] | None = None) -> int:
                 cpu=time.process_time() - cpu0,
                 orthanc_cpu=orthanc_cpu_seconds(orthanc) - orth0,
                 proxy_cpu=proxy.cpu_seconds() - proxy0,
+                loader_cpu=loader_cpu() - loader0,
             )
             return out
 
@@ -413,6 +422,7 @@ def main(argv: list[str] | None = None) -> int:
                         f"{median(ips) / base_ips:.2f}",
                         peak,
                         f"{median(r['cpu'] for r in rs):.2f}",
+                        f"{median(r['loader_cpu'] for r in rs):.2f}",
                         f"{median(r['orthanc_cpu'] for r in rs):.2f}",
                         f"{median(r['proxy_cpu'] for r in rs):.2f}",
                     ]
@@ -441,6 +451,7 @@ def main(argv: list[str] | None = None) -> int:
                     "ratio vs direct /file x5 identity",
                     "peak in flight",
                     "CPU s this process",
+                    "CPU s loader processes",
                     "CPU s Orthanc",
                     "CPU s proxy",
                 ],
@@ -449,8 +460,8 @@ def main(argv: list[str] | None = None) -> int:
         )
         print(
             "\n(p95 is nearest-rank: with fewer than 20 runs it is the slowest run. "
-            "CPU s this process = app + bench client threads; the proxy runs in a "
-            "child process.)"
+            "CPU s this process = app + bench client threads; the proxy and the "
+            "apps' loader processes run apart.)"
         )
 
         if args.what_if_identity:
