@@ -35,6 +35,7 @@ import threading
 from typing import Any
 
 log = logging.getLogger(__name__)
+NICE = 10  # the children's CPU priority below the web process (os.nice)
 
 
 def _context() -> Any:
@@ -132,6 +133,8 @@ def _main(stack_kwargs: dict[str, Any], wakes: Any) -> None:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(name)s [loader] %(message)s"
     )
+    if hasattr(os, "nice"):  # background work: the pages first when CPU is short
+        os.nice(NICE)
     loader = open_stack(**stack_kwargs).loader
     loader.start()
     parent = mp.parent_process()

@@ -1,7 +1,8 @@
 """The bulk loader in child processes (``LOADER_PROCESSES``, the default) on
 a real Orthanc behind the counting proxy: the shares add up to the study,
-each image is fetched once under the cap of 5, a child that dies is started
-again and the study still completes, and stopping the loader ends them."""
+each image is fetched once under the cap of 5 by children at a lower CPU
+priority, a child that dies is started again and the study still completes,
+and stopping the loader ends them."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import time
 
 import pytest
 
+from services.loaderprocess import NICE
 from services.stack import open_stack
 from tests.proxy import CountingProxy
 
@@ -79,6 +81,13 @@ def test_proc002_children_load_each_image_once_under_the_cap(
             loader.prefetch(study)
             kick = loader.kick
             assert len(kick.pids) == 2 and os.getpid() not in kick.pids
+            niced = min(os.getpriority(os.PRIO_PROCESS, 0) + NICE, 19)
+            wait_for(  # below the web process (background work), once started
+                lambda: all(
+                    os.getpriority(os.PRIO_PROCESS, pid) == niced for pid in kick.pids
+                ),
+                what="the children's lower priority",
+            )
             wait_for(lambda: complete(loader, study), what="the children's load")
         finally:
             loader.stop()
