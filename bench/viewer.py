@@ -9,10 +9,12 @@ generated study of two 512 x 512 CT series (``services.demo``): ``wheel``,
 the browser holds every image), and ``big``, 500 images (more than the
 budget). ``tests.proxy.CountingProxy`` sits between the app and Orthanc (in a
 child process), the full Dash app (``app.create_dash_app()``) is served by
-werkzeug on 127.0.0.1, and the server's bulk loader has loaded the whole
-study before anything is measured (so "loaded on the server" holds and the
-loader does not compete for the CPU). Chromium signs in once through
-``/login``.
+werkzeug on 127.0.0.1 (threads in this process), and the server's bulk loader
+has loaded the whole study before anything is measured (so "loaded on the
+server" holds and the loader does not compete for the CPU). With ``--server
+gunicorn`` Chromium talks to the app as the ``Procfile`` runs it instead
+(``gunicorn app:server``, 2 workers x 4 threads) on the same ``CACHE_DIR``,
+so with the same loaded cache. Chromium signs in once through ``/login``.
 
 Timing in the page: ``event.timeStamp`` of the input event (wheel from CDP
 ``Input.dispatchMouseEvent``, keys from WebDriver) and ``performance.now()``
@@ -43,7 +45,11 @@ animation frames (``PerformanceObserver`` type ``long-animation-frame``).
    cleared: the browser has nothing, the server everything), first image
    painted, then ``#image-goto`` k + Enter; ms from the Enter's keydown to
    image k painted and to ``state().loaded`` holding k + 1 and k - 1 (polled
-   every 4 ms in the page).
+   every 4 ms in the page). ``settled`` (``--jump-after``): the same once the
+   fresh page's preload is over (``settle``: the images nearest image 1 held,
+   nothing in flight for 2 s), to images beyond those it holds: a jump that
+   meets neither Dash's start nor the preload, as when a reader has looked at
+   the first image a while.
 4. **Cine** on the ``wheel`` series (all loaded): ``#cine-fps`` 30 and 60,
    ``#cine-play`` for ``--cine-seconds``; images painted per second from the
    viewer's cine records, and the page's animation frames per second.
@@ -856,6 +862,17 @@ def part_bulk(driver, args, base, study_uid, series_uid, mode: str) -> dict:
     )
 
 
+NEIGHBOURS_HELD = 3  # the viewer's +-3 (assets/viewer.js NEIGHBOURS)
+
+
+def far_targets(lo: int, hi: int, count: int) -> list[int]:
+    """``count`` images spread over [lo, hi], interleaved as jump_targets."""
+    if count == 1:
+        return [(lo + hi) // 2]
+    spread = [lo + round(i * (hi - lo) / (count - 1)) for i in range(count)]
+    return spread[::2] + spread[1::2]
+
+
 def jump_targets(total: int, count: int) -> list[int]:
     """Far images (>= 1/8 of the series from image 1), spread over the series."""
     lo, hi = max(3, total // 8), total - 2
@@ -866,17 +883,29 @@ def jump_targets(total: int, count: int) -> list[int]:
     return spread[::2] + spread[1::2]
 
 
-def part_jumps(driver, args, base, study_uid, series_uid, urls) -> list[dict]:
+def part_jumps(
+    driver, args, base, study_uid, series_uid, urls, settled: bool = False
+) -> list[dict]:
+    """Jumps on fresh pages; ``settled``: once the page's preload is over (the
+    images nearest image 1 held, nothing in flight), to images beyond those."""
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
 
     out = []
-    deadline = time.monotonic() + args.part_timeout
-    for k in jump_targets(len(urls), args.jumps):
+    deadline = time.monotonic() + args.part_timeout * (4 if settled else 1)
+    targets = jump_targets(len(urls), args.jumps)
+    for n, k in enumerate(targets):
         if time.monotonic() > deadline:
             print("  jumps: part timeout", flush=True)
             break
         open_viewer(driver, base, study_uid, series_uid, fresh=True)
+        if settled:
+            settle(driver, args.part_timeout)
+            held = state(driver)["loaded"]
+            lo = max(held, default=0) + NEIGHBOURS_HELD + 10  # none of k +- 1 held
+            if lo >= len(urls) - 1:
+                raise RuntimeError("the series is held whole: no far image to jump to")
+            k = far_targets(lo, len(urls) - 1, len(targets))[n]
         before = state(driver)
         driver.execute_script("window.__bench.enter = null;")
         t0 = now_ms(driver)
@@ -1008,6 +1037,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip", action="append", default=[], help="part to skip")
     parser.add_argument("--inproc-proxy", action="store_true")
     parser.add_argument(
+        "--jump-after",
+        default="painted,settled",
+        help="when the jumps come: painted (right after the fresh page's first "
+        "image), settled (after its preload): painted,settled",
+    )
+    parser.add_argument(
+        "--server",
+        choices=("werkzeug", "gunicorn"),
+        default="werkzeug",
+        help="what the browser talks to: the app in this process (werkzeug, "
+        "threads) or the Procfile's gunicorn, 2 workers x 4 threads, on the same "
+        "CACHE_DIR",
+    )
+    parser.add_argument(
         "--modes",
         default="worker,page",
         help="where image requests run for the jump and bulk parts: worker,page",
@@ -1024,7 +1067,7 @@ def main(argv: list[str] | None = None) -> int:
 
     started = time.perf_counter()
     tmp = Path(tempfile.mkdtemp(prefix="bench-viewer-"))
-    orthanc = proxy = served = driver = server = None
+    orthanc = proxy = served = driver = server = gunicorn = None
     loads = [f"start {load_note()}"]
     try:
         study = generate_study(
@@ -1065,8 +1108,15 @@ def main(argv: list[str] | None = None) -> int:
         t_load = time.perf_counter()
         wait_loaded(server, study.study_uid, 2 * args.part_timeout)
         server_load_s = time.perf_counter() - t_load
+        base = served.url
+        if args.server == "gunicorn":  # shares this app's CACHE_DIR: loaded too
+            from bench.load import App, Mode
+
+            gunicorn = App(Mode(2, threads=4), {}, tmp / "gunicorn.log")
+            gunicorn.wait_ready()
+            base = gunicorn.url
         driver = start_browser(tmp / "chrome-profile", args.window)
-        sign_in(driver, served.url)
+        sign_in(driver, base)
         setup_s = time.perf_counter() - started
         print(
             f"setup {setup_s:.0f} s (server loader {server_load_s:.0f} s for "
@@ -1079,7 +1129,7 @@ def main(argv: list[str] | None = None) -> int:
         presets = {k: (c, w) for k, (_n, c, w) in CT_PRESETS.items()}
         small_urls = urls[small.series_uid]
         if not {"wheel", "baseline", "cine", "window"} <= set(args.skip):
-            open_viewer(driver, served.url, study.study_uid, small.series_uid, True)
+            open_viewer(driver, base, study.study_uid, small.series_uid, True)
             t = time.monotonic()
             until(
                 driver,
@@ -1128,23 +1178,24 @@ def main(argv: list[str] | None = None) -> int:
         modes = [m for m in args.modes.split(",") if m]
         jumps: dict[str, list[dict]] = {}
         for mode in modes if "jump" not in args.skip else []:
-            set_mode(driver, served.url, mode)
-            jumps[mode] = part_jumps(
-                driver,
-                args,
-                served.url,
-                study.study_uid,
-                big.series_uid,
-                urls[big.series_uid],
-            )
-            loads.append(f"after the jumps ({mode}) {load_note()}")
+            set_mode(driver, base, mode)
+            for after in args.jump_after.split(","):
+                label = mode if after == "painted" else f"{mode}, {after}"
+                jumps[label] = part_jumps(
+                    driver,
+                    args,
+                    base,
+                    study.study_uid,
+                    big.series_uid,
+                    urls[big.series_uid],
+                    settled=after == "settled",
+                )
+                loads.append(f"after the jumps ({label}) {load_note()}")
         bulk: list[dict] = []
         for _ in range(args.runs if "bulk" not in args.skip else 0):
             for mode in modes:
                 bulk.append(
-                    part_bulk(
-                        driver, args, served.url, study.study_uid, big.series_uid, mode
-                    )
+                    part_bulk(driver, args, base, study.study_uid, big.series_uid, mode)
                 )
                 b = bulk[-1]
                 print(
@@ -1154,15 +1205,13 @@ def main(argv: list[str] | None = None) -> int:
                 )
             loads.append(f"after the bulk loads {load_note()}")
         if modes:
-            set_mode(driver, served.url, modes[0])
+            set_mode(driver, base, modes[0])
         memory = None
         if "memory" not in args.skip:
             driver.quit()
             driver = start_browser(tmp / "chrome-profile-2", args.window)
-            sign_in(driver, served.url)
-            memory = part_memory(
-                driver, args, served.url, study.study_uid, big.series_uid
-            )
+            sign_in(driver, base)
+            memory = part_memory(driver, args, base, study.study_uid, big.series_uid)
             loads.append(f"after the memory part {load_note()}")
         results.update(
             wheel=wheel_runs,
@@ -1177,6 +1226,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"total wall time {time.perf_counter() - started:.0f} s")
         return 0
     finally:
+        if gunicorn is not None:
+            gunicorn.close()
         close_all(
             driver=driver,
             server=server,
@@ -1195,7 +1246,8 @@ def report(args, machine, loads, setup_s, study, results) -> None:
     print(f"load averages (1/5/15 min): {'; '.join(loads)}")
     print(
         f"series: wheel {small.image_count} x 512 x 512 CT, big {big.image_count} x "
-        f"512 x 512 CT; runs {args.runs}; window {args.window}; setup {setup_s:.0f} s"
+        f"512 x 512 CT; runs {args.runs}; window {args.window}; setup {setup_s:.0f} s;"
+        f" server {args.server}"
     )
 
     wheel_runs = results["wheel"]
