@@ -97,6 +97,11 @@ def test_proc002_children_load_each_image_once_under_the_cap(
     images = stack.pacs.series_images(study)
     assert set(files.values()) == {1}, "an instance file fetched twice"
     assert set(files) == {i.instance_id for v in images.values() for i in v}
+    # the live panel's figures come from the children's counts, written as
+    # they ended (their flushing thread is a daemon)
+    assert stack.pacs.stats.get("fetched") == len(files)
+    assert stack.loader.stats.get("images") == sum(map(len, images.values()))
+    assert stack.slots.counters.get("in_flight_max") <= 5
     assert all(
         stack.pacs.has_frame(i.instance_id, i.frame_index)
         for v in images.values()
