@@ -7,9 +7,10 @@ pages, thumbnails and API answers it serves, and those behind them
 core. Here the loader runs as it would in Celery workers, without Redis:
 requests (prefetch, focus, retry) are written to the shared state by the web
 process as always, and its ``kick`` wakes the children, two by default, each
-loading its share of the images. Each child opens the same services (:func:`services.stack.open_stack`: the same
-cache directory, state, cap on Orthanc requests and "fetch once" locks, all
-of which already work across processes).
+loading its share of the images. Each child opens the same services
+(:func:`services.stack.open_stack`: the same cache directory, state, cap on
+Orthanc requests and "fetch once" locks, all of which already work across
+processes).
 
 ```python
 from services.stack import open_stack
@@ -20,10 +21,11 @@ stack.loader.stop()               # ends them
 ```
 
 The children start at the first kick, and a child that died starts again at
-the next kick (the progress poll kicks every few seconds while work is
-queued). They end with their parent. Several web processes of one machine
-(gunicorn workers) each start theirs; each share's lease has one of them
-load it at a time.
+the next kick (a progress poll kicks at most every 2 s while work is queued:
+the web process holds no lease); the new child loads its share once the dead
+one's lease lapsed (10 s). They end with their parent. Several web processes
+of one machine (gunicorn workers) each start theirs; each share's lease has
+one of them load it at a time.
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ NICE = 10  # the children's CPU priority below the web process (os.nice)
 
 def _context() -> Any:
     """forkserver where there is one (children forked from a clean process
-    that has the services imported: ~50 ms to start, not a second; never a
+    that has the services imported: ~6 ms to start, not a second; never a
     fork of a process with threads), else spawn."""
     if "forkserver" in mp.get_all_start_methods():
         ctx = mp.get_context("forkserver")
@@ -70,6 +72,12 @@ class LoaderProcesses:
         )
         self.count = count
         self._ctx = _context()
+        if self._ctx.get_start_method() == "forkserver":  # ready by the first kick
+            from multiprocessing import forkserver
+
+            threading.Thread(
+                target=forkserver.ensure_running, name="forkserver-start", daemon=True
+            ).start()
         self._lock = threading.Lock()
         # per share: (process, the write end of its pipe) or None
         self._children: list[tuple[Any, Any] | None] = [None] * count

@@ -81,6 +81,7 @@ def test_proc002_children_load_each_image_once_under_the_cap(
             loader.prefetch(study)
             kick = loader.kick
             assert len(kick.pids) == 2 and os.getpid() not in kick.pids
+            assert kick.pids[0] != kick.pids[1]
             niced = min(os.getpriority(os.PRIO_PROCESS, 0) + NICE, 19)
             wait_for(  # below the web process (background work), once started
                 lambda: all(
@@ -112,8 +113,9 @@ def test_proc002_children_load_each_image_once_under_the_cap(
 def test_proc003_a_child_that_dies_is_started_again_and_the_study_completes(
     orthanc_server, corpus, tmp_path
 ):
-    """SIGKILL one child mid-load: its share waits, the progress poll kicks
-    again (work queued, its lease lapsed), a new child loads the rest."""
+    """SIGKILL one child mid-load: its share waits, a progress poll kicks
+    (work queued), the kick starts a new child, which loads the rest once the
+    dead child's lease lapsed."""
     study = corpus.demo.study_uid
     with CountingProxy(orthanc_server.url, delay=0.05) as proxy:
         stack = stack_on(proxy, orthanc_server, tmp_path, loader_processes=2)
