@@ -375,8 +375,7 @@ def clear_server(server, proxy: Proxy | None = None) -> None:
     client's HTTP metadata cache (requests-cache, CACHE_DIR/orthanc-http) and its
     in-memory tag memo, so that "cold" means cold."""
     ext = server.extensions
-    here = ext["loader"].kick is None  # else it loads in a child process, idle now
-    if here:
+    if ext["loader"].kick is None:  # else children load: stopping would end them
         ext["loader"].stop()
     ext["pacs"].images.clear()
     ext["state"].clear()
@@ -388,8 +387,7 @@ def clear_server(server, proxy: Proxy | None = None) -> None:
         inner._meta.clear()
     if proxy is not None:
         proxy.reset()
-    if here:
-        ext["loader"].start()
+    ext["loader"].start()  # (nothing when children load)
 
 
 def wait_loaded(server, study_uid: str, timeout: float) -> None:

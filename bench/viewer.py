@@ -866,7 +866,8 @@ NEIGHBOURS_HELD = 3  # the viewer's +-3 (assets/viewer.js NEIGHBOURS)
 
 
 def far_targets(lo: int, hi: int, count: int) -> list[int]:
-    """``count`` images spread over [lo, hi], interleaved as jump_targets."""
+    """``count`` images spread over [lo, hi], interleaved so that consecutive
+    jumps are far apart."""
     if count == 1:
         return [(lo + hi) // 2]
     spread = [lo + round(i * (hi - lo) / (count - 1)) for i in range(count)]
@@ -875,12 +876,7 @@ def far_targets(lo: int, hi: int, count: int) -> list[int]:
 
 def jump_targets(total: int, count: int) -> list[int]:
     """Far images (>= 1/8 of the series from image 1), spread over the series."""
-    lo, hi = max(3, total // 8), total - 2
-    if count == 1:
-        return [(lo + hi) // 2]
-    spread = [lo + round(i * (hi - lo) / (count - 1)) for i in range(count)]
-    # interleave so that consecutive jumps are far apart
-    return spread[::2] + spread[1::2]
+    return far_targets(max(3, total // 8), total - 2, count)
 
 
 def part_jumps(
