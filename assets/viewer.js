@@ -28,6 +28,7 @@
   var NEIGHBOURS = 3;
   var URGENT = 3; // the image shown and its neighbours ahead and behind
   var MAX_BEHIND = 2; // requests in flight for any other image
+  var HOLD_DASH = 300; // ms Dash may wait for the image shown and its neighbours
   var MEMORY_BUDGET = 128 * 1024 * 1024;
   var ZOOM_STEP = 1.25;
   var WHEEL_NOTCH = 100; // deltaY of one notch in pixel mode (Chrome, Firefox)
@@ -96,6 +97,9 @@
       focusSent: cfg.start || 1,
       sliderAt: cfg.start || 1, // the value the slider shows (pushed or moved)
       pushing: false, // a push to Dash is due after the next paint
+      pushDue: 0, // a push held back by a jump goes by then (performance.now())
+      pushTimer: null,
+      afterJump: [], // what waits for that push (the go-to box's cleaning)
       echoes: new Map(), // slider value -> when we pushed it (not yet echoed)
       infoShown: false,
       urlTimer: null,
@@ -169,7 +173,11 @@
   }
 
   /* What a step tells Dash, the loader and the URL, once per frame and after
-   * it is painted: no Dash render between an input event and its frame. */
+   * it is painted: no Dash render between an input event and its frame. After
+   * a jump, not before the image shown and its neighbours are here (at most
+   * HOLD_DASH ms): React's render of the counter and slider, the loader's
+   * focus callback and the go-to box's cleaning (V.afterJump) would take
+   * the page's main thread while their answers wait for it. */
   function afterPaint() {
     if (V.pushing) return;
     V.pushing = true;
@@ -184,6 +192,24 @@
   }
 
   function pushPosition() {
+    if (awaiting()) {
+      var now = performance.now(),
+        id = V.id;
+      if (!V.pushDue) V.pushDue = now + HOLD_DASH;
+      if (now < V.pushDue) {
+        clearTimeout(V.pushTimer);
+        V.pushTimer = setTimeout(function () {
+          if (V && V.id === id) pushPosition();
+        }, V.pushDue - now);
+        schedule();
+        return;
+      }
+    }
+    clearTimeout(V.pushTimer);
+    V.pushDue = 0;
+    V.afterJump.splice(0).forEach(function (fn) {
+      fn();
+    });
     var n = V.n;
     setProps("image-counter", { children: n + " / " + V.total });
     if (V.sliderAt !== n) {
@@ -221,6 +247,15 @@
 
   /* Indexes to hold in memory, best first: the current image, its neighbours,
    * then nearest first, ahead before behind, as far as the budget goes. */
+  /* Whether the image shown or a neighbour is still to come (a jump). */
+  function awaiting() {
+    return wanted()
+      .slice(0, URGENT)
+      .some(function (index) {
+        return !V.images.has(index) && !V.failed.has(index);
+      });
+  }
+
   function wanted() {
     var here = V.n - 1,
       dir = V.direction,
@@ -253,15 +288,14 @@
       if (!rank.has(index)) forget(index);
     });
     // Until the image shown and its two neighbours are here, no other image
-    // is asked of the server and a far request in flight (a preload left
-    // behind by a jump) is cancelled; after that at most MAX_BEHIND others at
-    // once. So a jump finds the slots free, and the server (CPU-bound: two
-    // cores serve two at a time) has at most MAX_BEHIND requests of the old
-    // place ahead of the new ones, not five. Reads of the browser's cache
-    // reach no server: they do not count.
-    var urgentMissing = list.slice(0, URGENT).some(function (index) {
-      return !V.images.has(index) && !V.failed.has(index);
-    });
+    // is asked for, not even of the browser's cache (its reads take the main
+    // thread their answers need), and a far request in flight (a preload
+    // left behind by a jump) is cancelled; after that at most MAX_BEHIND
+    // others of the server at once. So a jump finds the slots free, and the
+    // server (CPU-bound: two cores serve two at a time) has at most
+    // MAX_BEHIND requests of the old place ahead of the new ones, not five.
+    // Reads of the browser's cache reach no server: they do not count there.
+    var urgentMissing = awaiting();
     var behind = 0;
     V.inflight.forEach(function (ctl, index) {
       var r = rank.get(index);
@@ -275,8 +309,9 @@
       var index = list[i];
       if (V.images.has(index) || V.inflight.has(index)) continue;
       if (V.failed.has(index)) continue;
+      if (i >= URGENT && urgentMissing) continue;
       if (i >= URGENT && !inBrowserCache(index)) {
-        if (urgentMissing || behind >= MAX_BEHIND) continue;
+        if (behind >= MAX_BEHIND) continue;
         behind++;
       }
       if (V.inflight.size >= MAX_IN_FLIGHT) {
@@ -336,6 +371,7 @@
         showCacheRate();
         if (index === V.n - 1) draw();
         schedule();
+        if (V.pushDue && !awaiting()) afterPaint(); // Dash's turn (pushPosition)
       })
       .catch(function (err) {
         if (!V || V.id !== owner || V.inflight.get(index) !== ctl) return;
@@ -1182,9 +1218,7 @@
     var field = tag === "INPUT" || tag === "TEXTAREA" || tag === "SELECT" || (t && t.isContentEditable);
     if (field || (t && t.closest && t.closest("[role=slider]"))) {
       if (event.key === "Escape") V.viewport.focus({ preventScroll: true });
-      // go-to: move at once (the Dash callback that follows checks and says)
-      var n = Number(t.value);
-      if (event.key === "Enter" && t.id === "image-goto" && Number.isInteger(n) && n >= 1 && n <= V.total) go(n);
+      if (event.key === "Enter" && t.id === "image-goto") gotoAtOnce(t);
       return;
     }
     var k = event.key,
@@ -1201,6 +1235,35 @@
     else handled = false;
     if (handled) event.preventDefault();
   });
+
+  /* Enter in the go-to box: a valid image number moves at once, and Dash
+   * (whose input commits on keyup and runs the goto callback) does not hear
+   * of it: the box is emptied and the keys go back to the viewport once the
+   * image and its neighbours are here (pushPosition), so no React render
+   * takes the main thread meanwhile. Anything else, or the first valid
+   * number after a refused one (its message to clear), goes through the goto
+   * callback, which checks and says. */
+  var gotoKeyup = null; // the box whose Enter's keyup Dash must not see
+  function gotoAtOnce(box) {
+    var n = Number(box.value);
+    if (!Number.isInteger(n) || n < 1 || n > V.total || box.classList.contains("is-invalid")) return;
+    gotoKeyup = box;
+    V.afterJump.push(function () {
+      box.value = "";
+      if (document.activeElement === box) V.viewport.focus({ preventScroll: true });
+    });
+    go(n);
+    afterPaint(); // (go does nothing for the image shown)
+  }
+  document.addEventListener(
+    "keyup",
+    function (event) {
+      if (event.key !== "Enter" || event.target !== gotoKeyup) return;
+      gotoKeyup = null;
+      event.stopPropagation(); // before React's listener on Dash's root
+    },
+    true
+  );
 
   /* Wheel: images, at the chosen sensitivity, applied once per animation
    * frame; ctrl+wheel (and trackpad pinch) zooms around the pointer. */

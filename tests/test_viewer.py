@@ -196,12 +196,19 @@ def test_view003_goto_and_its_edges(dash_br, live_app, thorax):
         assert "is-invalid" in box.get_attribute("class")
         assert state(dash_br)["n"] == 30  # nothing lost
     box.clear()
+    box.send_keys("12", Keys.ENTER)  # valid after refused: the message goes
+    dash_br.wait_for_text_to_equal("#image-counter", f"12 / {n}")
+    dash_br.wait_for_text_to_equal("#goto-feedback", "")
+    assert "is-invalid" not in box.get_attribute("class")
+    box.send_keys(str(n + 1), Keys.ENTER)
+    dash_br.wait_for_text_to_equal("#goto-feedback", f"No image {n + 1}: 1–{n}")
+    box.clear()
     box.send_keys(Keys.ENTER)  # empty: nothing happens, the message goes
     dash_br.wait_for_text_to_equal("#goto-feedback", "")
-    assert state(dash_br)["n"] == 30
+    assert state(dash_br)["n"] == 12
     # keys typed in the box never move the viewer
     box.send_keys("5", Keys.ARROW_LEFT, Keys.PAGE_DOWN, Keys.END)
-    assert state(dash_br)["n"] == 30
+    assert state(dash_br)["n"] == 12
     box.send_keys(Keys.ENTER)
     dash_br.wait_for_text_to_equal("#image-counter", f"5 / {n}")
     # focus is back on the viewer: keys move it again
@@ -624,6 +631,25 @@ def test_view016_the_counter_and_slider_follow_a_fast_wheel(dash_br, live_app, t
     assert dash_br.get_logs() == []
 
 
+# The first change of the image counter: its text, the images held then, and
+# ms since the last Enter.
+COUNTER_WATCH = r"""
+window.__counter = null;
+document.addEventListener('keydown', (e) => {
+  if (e.key === 'Enter') window.__enter = performance.now();
+}, true);
+new MutationObserver(() => {
+  if (window.__counter) return;
+  window.__counter = {
+    text: document.getElementById('image-counter').textContent,
+    loaded: window.dash_clientside.viewer.state().loaded,
+    after: performance.now() - window.__enter,
+  };
+}).observe(document.getElementById('image-counter'),
+           {childList: true, subtree: true, characterData: true});
+"""
+
+
 def test_view017_after_a_jump_the_image_and_its_neighbours_go_first(
     dash_br, live_app, corpus, orthanc_pacs
 ):
@@ -644,8 +670,17 @@ def test_view017_after_a_jump_the_image_and_its_neighbours_go_first(
     )
     dash_br.driver.get(f"{live_app}/viewer/{study.study_uid}/{series.series_uid}")
     until(dash_br, "s.shown === s.n", what="the first image drawn")
+    dash_br.driver.execute_script(COUNTER_WATCH)
     dash_br.find_element("#image-goto").send_keys("90", Keys.ENTER)
     until(dash_br, "s.shown === 90 && [89, 91].every(i => s.loaded.includes(i))")
+    # Dash heard of the jump (the counter) once the three were held (or
+    # HOLD_DASH, 300 ms, after the Enter), the box emptied, keys to the viewer
+    dash_br.wait_for_text_to_equal("#image-counter", f"90 / {series.image_count}")
+    seen = dash_br.driver.execute_script("return window.__counter")
+    assert seen["text"] == f"90 / {series.image_count}"
+    assert {89, 90, 91} <= set(seen["loaded"]) or seen["after"] >= 290, seen
+    until(dash_br, "document.activeElement.id === 'viewer-viewport'")
+    assert dash_br.find_element("#image-goto").get_attribute("value") == ""
     until(dash_br, "s.loaded.length >= 100", what="the preload going on")
     spans = dash_br.driver.execute_script(
         "return window.imageQueue.entries()"
