@@ -4,6 +4,7 @@
  * window.imageCache.has(key) -> false once the page knows key is not stored
  * window.imageCache.put(key, buffer, headers) -> Promise
  * window.imageCache.putBatch(buffer, contentType) -> Promise of [{url, bytes}]
+ * window.imageCache.splitBatch(buffer, contentType) -> [{key, buffer, headers}]
  * window.imageCache.clear(), .stats(), .settings(), .configure({...})
  *
  * Entries are image responses keyed by URL (instance, frame and rendering
@@ -379,6 +380,8 @@
     },
     put: put,
     putBatch: putBatch,
+    /* A batch answer's parts: [{key, buffer, headers}] (nothing stored). */
+    splitBatch: splitBatch,
     clear: clear,
     claim: claim,
     summary: summary,

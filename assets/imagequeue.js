@@ -10,6 +10,9 @@
  *     one request and one slot, each image stored under its own URL; not
  *     read from the cache (the caller asks for what it lacks) and tried
  *     twice, not five times: its caller falls back to single-image requests
+ *   imageQueue.fetch(url, {batch: true, answer: true, ...}) -> Promise of
+ *     {parts: [{url, buffer, headers}]}: the same, the images handed over
+ *     first and stored after (as a single image's answer)
  *
  * The browser's cache first (assets/imagecache.js: no network, no slot), else
  * the server, and what arrives is stored in that cache. At most MAX_IN_FLIGHT
@@ -61,7 +64,7 @@
 
   var worker = startWorker();
   var asked = new Map(); // worker request id -> {resolve, reject}
-  var storing = new Map(); // worker request id -> {done(stored), url}
+  var storing = new Map(); // worker request id + " " + url -> done(stored)
   var workerSerial = 0;
   var workerTiming = []; // the worker's resource timing, in this page's clock
 
@@ -97,14 +100,16 @@
       if (workerTiming.length > 5000) workerTiming.splice(0, workerTiming.length - 5000);
       return;
     }
-    if (m.stored !== undefined) return stored(m.id, m.stored);
+    if (m.stored !== undefined) return stored(m.id, m.url, m.stored);
     var p = asked.get(m.id);
     if (!p) return; // aborted meanwhile
     asked.delete(m.id);
     if (m.buffer) return p.resolve({ buffer: m.buffer, headers: m.headers, cached: false });
     if (m.parts) {
       m.parts.forEach(function (part) {
-        if (window.imageCache) window.imageCache.noteWrite(part.url, Promise.resolve(true));
+        // an answer's images are written after it: the worker says when
+        if (part.buffer) noteWrite(p.cache, m.id, part.url);
+        else if (window.imageCache) window.imageCache.noteWrite(part.url, Promise.resolve(true));
       });
       return p.resolve({ parts: m.parts });
     }
@@ -115,15 +120,29 @@
     p.reject(e);
   }
 
-  /* The worker's write for request id: stored (true), or none will come
-   * (false: failed, or the request was aborted or refused; the page's cache
-   * forgets the key at once, before whatever the abort's caller does next). */
-  function stored(id, ok) {
-    var write = storing.get(id);
-    storing.delete(id);
-    if (!write) return;
-    if (!ok && window.imageCache) window.imageCache.forget(write.url);
-    write.done(ok);
+  /* The page's cache told that the worker writes url for request id. */
+  function noteWrite(c, id, url) {
+    if (!c) return;
+    c.noteWrite(
+      url,
+      new Promise(function (resolve) {
+        storing.set(id + " " + url, resolve);
+      })
+    );
+  }
+
+  /* The worker's write of url for request id: stored (true), or none will
+   * come (false: failed, or the request was aborted or refused; the page's
+   * cache forgets the key at once, before whatever the abort's caller does
+   * next). url undefined: every write of the request. */
+  function stored(id, url, ok) {
+    storing.forEach(function (done, key) {
+      var at = key.indexOf(" ");
+      if (key.slice(0, at) !== String(id) || (url !== undefined && key.slice(at + 1) !== url)) return;
+      storing.delete(key);
+      if (!ok && window.imageCache) window.imageCache.forget(key.slice(at + 1));
+      done(ok);
+    });
   }
 
   /* The request of a started job through the worker, which also stores the
@@ -133,22 +152,15 @@
     var store = !!c && !c.signingOut();
     figures.viaWorker++;
     return new Promise(function (resolve, reject) {
-      asked.set(id, { resolve: resolve, reject: reject });
+      asked.set(id, { resolve: resolve, reject: reject, cache: store ? c : null });
       job.ctl.signal.addEventListener("abort", function () {
         if (!asked.has(id)) return;
         asked.delete(id);
-        stored(id, false);
+        stored(id, undefined, false);
         if (worker) worker.postMessage({ type: "abort", id: id });
         reject(abortError());
       });
-      if (store && !job.batch) {
-        c.noteWrite(
-          job.url,
-          new Promise(function (resolve) {
-            storing.set(id, { done: resolve, url: job.url });
-          })
-        );
-      }
+      if (store && !job.batch) noteWrite(c, id, job.url);
       worker.postMessage({
         type: job.batch ? "batch" : "fetch",
         id: id,
@@ -157,9 +169,10 @@
         store: store,
         settings: store ? c.settings() : null,
         urgent: job.priority < PRIORITY.THUMBNAIL, // the image shown, its neighbours
+        answer: job.answer,
       });
     }).catch(function (err) {
-      stored(id, false);
+      stored(id, undefined, false);
       if (err.status === 401 && !job.ctl.signal.aborted) return viaPage(job); // renew
       throw err;
     });
@@ -232,6 +245,17 @@
         throw e;
       }
       return r.arrayBuffer().then(function (buffer) {
+        if (job.answer) {
+          var parts = window.imageCache.splitBatch(buffer, r.headers.get("content-type")).map(function (p) {
+            return { url: p.key, buffer: p.buffer, headers: p.headers };
+          });
+          cache().then(function (c) {
+            if (c) parts.forEach(function (p) {
+              c.put(p.url, p.buffer, p.headers).catch(function () {});
+            });
+          });
+          return { parts: parts };
+        }
         if (job.batch) {
           return cache().then(function (c) {
             if (!c) throw new Error("no cache to keep a batch in");
@@ -380,7 +404,8 @@
     return out;
   }
 
-  /* url: the image; options: {priority, signal, accept, worker, img, batch}.
+  /* url: the image; options: {priority, signal, accept, worker, img, batch,
+   * answer}.
    * img: an <img> the browser loads url into itself (src), with no read of
    * the browser's cache first and no bytes for the caller: the result is
    * {src} (see viaImage). */
@@ -393,6 +418,7 @@
       accept: options.batch ? "multipart/related" : options.accept || "application/octet-stream",
       worker: !!options.worker || !!options.batch,
       batch: !!options.batch,
+      answer: !!options.batch && !!options.answer,
       img: options.img || null,
       seq: ++serial,
       tries: 0,

@@ -10,16 +10,20 @@
  * Messages from the page:
  *   {type: "fetch", id, url, accept, store, settings, urgent}  store: write
  *       the cache; urgent: the image shown or a neighbour (writes wait)
- *   {type: "batch", ...}           the same for a batch of frames: its
- *       images are stored (each under its own URL) before it answers
+ *   {type: "batch", ..., answer}   the same for a batch of frames: its
+ *       images are stored (each under its own URL) before it answers; with
+ *       answer, it answers with them first (the viewer's jump) and stores
+ *       them after, as a single image's
  *   {type: "abort", id}
  * to the page:
  *   {id, buffer, headers}          the answer (buffer transferred)
  *   {id, parts: [{url, bytes}]}    a batch's answer, its images stored
+ *   {id, parts: [{url, buffer, headers}]}  one asked with answer (buffers
+ *                                  transferred)
  *   {id, status, retryAfter}       an HTTP error (the page retries, or renews
  *                                  the session on 401 and asks again itself)
  *   {id, error, name}              a network error or AbortError
- *   {id, stored: true|false}       after the write (or its failure)
+ *   {id, url, stored: true|false}  after the write of url (or its failure)
  *   {timing: [{name, startTime, requestStart, responseEnd}]}  this worker's
  *                                  resource timing, in the page's clock (the
  *                                  page's own timeline does not see these)
@@ -55,6 +59,26 @@ importScripts("imagecache.js");
           return;
         }
         return r.arrayBuffer().then(function (buffer) {
+          if (m.type === "batch" && m.answer) {
+            var parts = cache.splitBatch(buffer, r.headers.get("content-type")).map(function (p) {
+              return { url: p.key, buffer: p.buffer, headers: p.headers };
+            });
+            var copies = m.store
+              ? parts.map(function (p) {
+                  return p.buffer.slice(0);
+                })
+              : [];
+            self.postMessage(
+              { id: m.id, parts: parts },
+              parts.map(function (p) {
+                return p.buffer;
+              })
+            );
+            copies.forEach(function (copy, i) {
+              later({ m: m, url: parts[i].url, buffer: copy, headers: parts[i].headers });
+            });
+            return;
+          }
           if (m.type === "batch") {
             cache.useSettings(m.settings);
             var kept = m.store ? cache.putBatch(buffer, r.headers.get("content-type")) : Promise.resolve([]);
@@ -65,7 +89,7 @@ importScripts("imagecache.js");
           var headers = pick(r.headers);
           var copy = m.store ? buffer.slice(0) : null; // the page gets the original
           self.postMessage({ id: m.id, buffer: buffer, headers: headers }, [buffer]);
-          if (copy) later({ m: m, buffer: copy, headers: headers });
+          if (copy) later({ m: m, url: m.url, buffer: copy, headers: headers });
         });
       })
       .catch(function (err) {
@@ -107,9 +131,9 @@ importScripts("imagecache.js");
     var w = writes[0];
     cache.useSettings(w.m.settings);
     var report = function (stored) {
-      self.postMessage({ id: w.m.id, stored: stored });
+      self.postMessage({ id: w.m.id, url: w.url, stored: stored });
     };
-    cache.put(w.m.url, w.buffer, w.headers).then(
+    cache.put(w.url, w.buffer, w.headers).then(
       function () {
         report(true);
       },

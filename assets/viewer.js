@@ -305,6 +305,7 @@
         V.inflight.delete(index);
       } else behind++;
     });
+    if (urgentMissing) askTogether(list.slice(0, URGENT));
     for (var i = 0; i < list.length; i++) {
       var index = list[i];
       if (V.images.has(index) || V.inflight.has(index)) continue;
@@ -331,6 +332,60 @@
       }
       fetchImage(index, i);
     }
+  }
+
+  /* A jump: the image shown and its neighbours (indexes) that nobody has
+   * asked for and the browser's cache does not hold, when two or more and
+   * consecutive, asked of the server as one batch (api/pacs.py bulk_frames):
+   * one request, one pass of the server's decoding (CPU-bound: three
+   * requests at once take it half as long again), one answer to the page.
+   * A batch that fails, the queue's two tries over, turns batches off for
+   * this viewer (the images are asked one by one). */
+  function askTogether(indexes) {
+    if (V.noBatch) return;
+    var missing = indexes
+      .filter(function (index) {
+        return !V.images.has(index) && !V.inflight.has(index) && !V.failed.has(index) && !inBrowserCache(index);
+      })
+      .sort(function (a, b) {
+        return a - b;
+      });
+    var lo = missing[0],
+      count = missing.length;
+    if (count < 2 || missing[count - 1] - lo + 1 !== count) return;
+    var owner = V.id,
+      ctl = new AbortController(),
+      q = window.imageQueue;
+    missing.forEach(function (index) {
+      V.inflight.set(index, ctl);
+    });
+    V.peakInFlight = Math.max(V.peakInFlight, V.inflight.size);
+    var url =
+      "/api/pacs/studies/" + V.cfg.study + "/series/" + V.cfg.series + "/images/frames?start=" + lo + "&count=" + count;
+    function mine(index) {
+      var ours = V && V.id === owner && V.inflight.get(index) === ctl;
+      if (ours) V.inflight.delete(index);
+      return ours;
+    }
+    q.fetch(url, { priority: q.PRIORITY.CURRENT, signal: ctl.signal, batch: true, answer: true })
+      .then(function (r) {
+        var parts = new Map();
+        r.parts.forEach(function (part) {
+          parts.set(part.url, part);
+        });
+        missing.forEach(function (index) {
+          var part = parts.get(V && V.cfg.urls[index]);
+          // (one the server could not decode: asked alone, which says why)
+          if (mine(index) && part) hold(index, decode(part.buffer, headerMap(part.headers)), false);
+        });
+      })
+      .catch(function (err) {
+        var left = missing.filter(mine).length;
+        if (left && err.name !== "AbortError") V.noBatch = true;
+      })
+      .then(function () {
+        if (V && V.id === owner) schedule();
+      });
   }
 
   /* Whether image index is in the browser's cache, as far as the page knows. */
@@ -362,16 +417,9 @@
       })
       .then(function (img) {
         if (!V || V.id !== owner || V.inflight.get(index) !== ctl) return;
-        V.looked++;
-        if (cached) V.hits++;
         V.inflight.delete(index);
-        V.failed.delete(index);
-        V.images.set(index, img);
-        V.bytes += img.data.byteLength;
-        showCacheRate();
-        if (index === V.n - 1) draw();
+        hold(index, img, cached);
         schedule();
-        if (V.pushDue && !awaiting()) afterPaint(); // Dash's turn (pushPosition)
       })
       .catch(function (err) {
         if (!V || V.id !== owner || V.inflight.get(index) !== ctl) return;
@@ -384,6 +432,18 @@
         if (index === V.n - 1) status();
         schedule();
       });
+  }
+
+  /* Decoded image index arrived (from the browser's cache: cached). */
+  function hold(index, img, cached) {
+    V.looked++;
+    if (cached) V.hits++;
+    V.failed.delete(index);
+    V.images.set(index, img);
+    V.bytes += img.data.byteLength;
+    showCacheRate();
+    if (index === V.n - 1) draw();
+    if (V.pushDue && !awaiting()) afterPaint(); // Dash's turn (pushPosition)
   }
 
   function headerMap(obj) {

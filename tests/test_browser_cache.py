@@ -13,7 +13,15 @@ from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support.ui import WebDriverWait
 
 from tests.conftest import sign_in
-from tests.test_viewer import frames, keys, open_series, state, until
+from tests.test_viewer import (
+    frame_requests,
+    frames,
+    images_asked,
+    keys,
+    open_series,
+    state,
+    until,
+)
 
 # the page's and its image worker's requests (assets/imagequeue.js)
 FRAMES = (
@@ -46,7 +54,7 @@ def test_cache001_reload_needs_no_network_and_shows_the_hit_rate(
     study, series = corpus.demo, corpus.demo.series[1]
     open_series(dash_br, live_app, study.study_uid, series.series_uid)
     until(dash_br, f"s.loaded.length === {series.image_count}")
-    assert len(dash_br.driver.execute_script(FRAMES)) == series.image_count
+    assert len(images_asked(frame_requests(dash_br))) == series.image_count
     wait_cached(dash_br, series.image_count)
     dash_br.driver.refresh()  # a new page: empty memory, empty resource log
     until(dash_br, f"s.loaded.length === {series.image_count} && s.shown === 1")
@@ -73,7 +81,7 @@ def test_cache002_a_tampered_entry_is_dropped_and_refetched(dash_br, live_app, c
     open_series(dash_br, live_app, study.study_uid, series.series_uid)
     until(dash_br, f"s.loaded.length === {series.image_count}")
     wait_cached(dash_br, series.image_count)
-    first = dash_br.driver.execute_script(FRAMES)[0]  # image 1 was asked first
+    first = dash_br.driver.execute_script(FRAMES)[0]  # an image asked alone
     # flip one byte of image 1's stored pixels (its checksum stays the old one)
     run(
         dash_br,
@@ -675,5 +683,6 @@ def test_cache012_a_cards_click_paints_its_cached_first_image_at_once(
     card(other).click()
     until(dash_br, f"s.shown === 1 && s.loaded.length === {other.image_count}")
     assert driver.execute_script("return window.__early.added") == 0
-    assert image_requests.total >= other.image_count
+    # (images 1-3 in one batch)
+    assert image_requests.total >= other.image_count - 2
     assert dash_br.get_logs() == []

@@ -8,6 +8,8 @@ own pixels. Every wait is for a state, never for a time.
 
 from __future__ import annotations
 
+from urllib.parse import parse_qs, urlsplit
+
 import pydicom
 import pytest
 from selenium.webdriver.common.action_chains import ActionChains
@@ -18,6 +20,38 @@ from tests.conftest import sign_in
 from tests.corpus import SHARED_DATA
 
 STATE = "return window.dash_clientside.viewer.state()"
+
+# The page's frame requests ("page": its main thread's; "all": its image
+# worker's too, assets/imagequeue.js), oldest first: [url, start, end]. A
+# batch of frames (api/pacs.py bulk_frames: a jump's image and neighbours)
+# is one request.
+FRAME_REQUESTS = r"""
+const all = arguments[0] === 'page'
+  ? performance.getEntriesByType('resource') : window.imageQueue.entries();
+return all.filter(e => /\/frames\/\d+$|\/images\/frames\?/.test(e.name))
+  .sort((a, b) => a.startTime - b.startTime)
+  .map(e => { const u = new URL(e.name); return [u.pathname + u.search, e.startTime, e.responseEnd]; });
+"""
+
+
+def frame_requests(dash_br, where: str = "all") -> list:
+    return dash_br.driver.execute_script(FRAME_REQUESTS, where)
+
+
+def images_asked(requests: list, paths: list | None = None) -> list:
+    """``requests`` image by image: ``(path, start, end)``, a batch's images
+    ``paths[start:start + count]`` (``paths``: the series' frame paths in
+    order; without them, None each) with the batch's times."""
+    out = []
+    for url, start, end in requests:
+        if "?" not in url:
+            out.append((url, start, end))
+            continue
+        query = parse_qs(urlsplit(url).query)
+        lo, count = int(query["start"][0]), int(query["count"][0])
+        batch = paths[lo : lo + count] if paths else [None] * count
+        out += [(path, start, end) for path in batch]
+    return out
 
 
 def state(dash_br) -> dict:
@@ -385,41 +419,45 @@ def test_view008_preloads_neighbours_first_and_at_most_5_in_flight(
 ):
     study = corpus.demo
     series = study.series[2]  # CT thorax 1 mm, 120 images
-    number = {
-        f"/api/pacs/instances/{i.instance_id}/frames/{i.frame_index + 1}": i.image_number
-        for i in orthanc_pacs.list_images(study.study_uid, series.series_uid)
-    }
+    paths, number = series_paths(orthanc_pacs, study, series)
     sign_in(
         dash_br, live_app, f"/viewer/{study.study_uid}/{series.series_uid}?image=60"
     )
     until(dash_br, "s.shown === 60")
     until(dash_br, "[57, 58, 59, 61, 62, 63].every(i => s.loaded.includes(i))")
     until(dash_br, f"s.loaded.length === {series.image_count}", what="all loaded")
-    # the browser's own log: +-3 asked before anything else ...
-    asked = dash_br.driver.execute_script(
-        "return window.imageQueue.entries()"
-        ".filter(e => /\\/frames\\/\\d+$/.test(e.name))"
-        ".sort((a, b) => a.startTime - b.startTime).map(e => new URL(e.name).pathname)"
-    )
+    # the browser's own log: the image and its neighbours (one batch), then
+    # +-3, before anything else ...
+    requests = frame_requests(dash_br)
+    asked = [p for p, _, _ in images_asked(requests, paths)]
+    assert len(asked) == series.image_count
+    assert [number[p] for p in asked[:3]] == [59, 60, 61] and "?" in requests[0][0]
     assert sorted(number[p] for p in asked[:7]) == list(range(57, 64))
     # ... then nearest first (ahead of behind at the same distance)
     assert [number[p] for p in asked[7:11]] == [64, 56, 65, 55]
     # ... and never more than 5 requests in flight from the page
-    overlap = dash_br.driver.execute_script(
-        """
-        const spans = window.imageQueue.entries()
-          .filter(e => /\\/frames\\/\\d+$/.test(e.name))
-          .map(e => [e.startTime, e.responseEnd]);
-        const edges = spans.flatMap(([a, b]) => [[a, 1], [b, -1]])
-          .sort((p, q) => p[0] - q[0] || p[1] - q[1]);
-        let now = 0, peak = 0;
-        for (const [, d] of edges) { now += d; peak = Math.max(peak, now); }
-        return [spans.length, peak];
-        """
-    )
-    assert overlap[0] >= series.image_count
-    assert 1 <= overlap[1] <= 5
+    assert 1 <= peak_in_flight(requests) <= 5
     assert state(dash_br)["peakInFlight"] <= 5
+
+
+def series_paths(pacs, study, series) -> tuple[list[str], dict[str, int]]:
+    """The series' frame paths in order, and each one's image number."""
+    images = pacs.list_images(study.study_uid, series.series_uid)
+    paths = [
+        f"/api/pacs/instances/{i.instance_id}/frames/{i.frame_index + 1}"
+        for i in images
+    ]
+    return paths, {p: i.image_number for p, i in zip(paths, images, strict=True)}
+
+
+def peak_in_flight(spans: list) -> int:
+    """The most of ``spans`` (``(name, start, end)``) under way at once."""
+    edges = sorted([(s[1], 1) for s in spans] + [(s[2], -1) for s in spans])
+    now = peak = 0
+    for _, d in edges:
+        now += d
+        peak = max(peak, now)
+    return peak
 
 
 def test_view009_url_keeps_image_and_window(dash_br, live_app, thorax):
@@ -523,12 +561,6 @@ def run_async(dash_br, script: str, *args):
     )
 
 
-FRAME_REQUESTS = (
-    "return ({page: performance.getEntriesByType('resource'),"
-    " all: window.imageQueue.entries()}[arguments[0]])"
-    ".filter(e => /\\/frames\\/\\d+$/.test(e.name)).length"
-)
-
 # every IndexedDB entry's CRC-32 computed here, against the one stored with it
 CHECK_STORED = """
 const crc32 = (buffer) => {
@@ -577,19 +609,39 @@ def test_view014_frames_come_through_the_worker_and_are_stored_checked(
     fresh_series(dash_br, live_app, study, series, worker=True)
     queue = dash_br.driver.execute_script("return window.imageQueue.stats()")
     assert queue["worker"] is True
-    assert queue["viaWorker"] == queue["requests"] >= series.image_count
+    requests = frame_requests(dash_br)
+    assert queue["viaWorker"] == queue["requests"] >= len(requests)
     # the page's main thread asked for no frame: the worker asked for each
-    assert dash_br.driver.execute_script(FRAME_REQUESTS, "page") == 0
-    assert dash_br.driver.execute_script(FRAME_REQUESTS, "all") == series.image_count
+    assert frame_requests(dash_br, "page") == []
+    assert len(images_asked(requests)) == series.image_count
     stored = run_async(dash_br, CHECK_STORED)
     assert stored["entries"] == stored["images"] == series.image_count
     assert stored["bad"] == 0 and stored["bytes"] > 0
     # a new page takes every frame from IndexedDB, checksums verified on read
     dash_br.driver.refresh()
     until(dash_br, f"s.loaded.length === {series.image_count} && s.shown === 1")
-    assert dash_br.driver.execute_script(FRAME_REQUESTS, "all") == 0
+    assert frame_requests(dash_br) == []
     stats = dash_br.driver.execute_script("return window.imageCache.stats()")
     assert stats["hits"] == series.image_count and stats["corrupt"] == 0
+    assert dash_br.get_logs() == []
+
+
+def test_view018_a_refused_batch_falls_back_to_single_images(
+    dash_br, live_app, corpus, image_requests
+):
+    """The opening's batch (images 1-3) answered 502, as a proxy that refuses
+    batches would: the queue tries it twice, then the viewer asks every image
+    alone."""
+    study, series = corpus.demo, corpus.demo.series[4]  # MR T1, 24 images
+    image_requests.refuse_batches = True
+    try:
+        fresh_series(dash_br, live_app, study, series, worker=True)
+    finally:
+        image_requests.refuse_batches = False
+    requests = frame_requests(dash_br)
+    batches = [url for url, _, _ in requests if "?" in url]
+    assert batches == [batches[0]] * 2  # the first and its one retry
+    assert len(requests) == series.image_count + 2  # then each image alone
     assert dash_br.get_logs() == []
 
 
@@ -601,9 +653,8 @@ def test_view015_without_the_worker_the_page_fetches_and_stores(
         fresh_series(dash_br, live_app, study, series, worker=False)
         queue = dash_br.driver.execute_script("return window.imageQueue.stats()")
         assert queue["worker"] is False and queue["viaWorker"] == 0
-        assert (
-            dash_br.driver.execute_script(FRAME_REQUESTS, "page") == series.image_count
-        )
+        asked = images_asked(frame_requests(dash_br, "page"))
+        assert len(asked) == series.image_count
         stored = run_async(dash_br, CHECK_STORED)
         assert stored["entries"] == series.image_count and stored["bad"] == 0
     finally:
@@ -658,10 +709,7 @@ def test_view017_after_a_jump_the_image_and_its_neighbours_go_first(
     slots and a server not busy with the old place)."""
     study = corpus.demo
     series = study.series[2]  # CT thorax 1 mm, 120 images
-    number = {
-        f"/api/pacs/instances/{i.instance_id}/frames/{i.frame_index + 1}": i.image_number
-        for i in orthanc_pacs.list_images(study.study_uid, series.series_uid)
-    }
+    paths, number = series_paths(orthanc_pacs, study, series)
     open_series(dash_br, live_app, study.study_uid, series.series_uid)
     # nothing in the browser's cache: every image is asked of the server
     assert dash_br.driver.execute_async_script(
@@ -682,25 +730,16 @@ def test_view017_after_a_jump_the_image_and_its_neighbours_go_first(
     until(dash_br, "document.activeElement.id === 'viewer-viewport'")
     assert dash_br.find_element("#image-goto").get_attribute("value") == ""
     until(dash_br, "s.loaded.length >= 100", what="the preload going on")
-    spans = dash_br.driver.execute_script(
-        "return window.imageQueue.entries()"
-        ".filter(e => /\\/frames\\/\\d+$/.test(e.name))"
-        ".sort((a, b) => a.startTime - b.startTime)"
-        ".map(e => [new URL(e.name).pathname, e.startTime, e.responseEnd])"
-    )
-    spans = [(number[p], start, end) for p, start, end in spans]
+    requests = frame_requests(dash_br)
+    spans = [(number[p], a, b) for p, a, b in images_asked(requests, paths)]
     urgent = [s for s in spans if s[0] in (89, 90, 91)]
     assert sorted(s[0] for s in urgent) == [89, 90, 91]
+    assert len({(a, b) for _, a, b in urgent}) == 1  # one batch
     asked, answered = min(s[1] for s in urgent), max(s[2] for s in urgent)
     # nothing else asked from the jump until the three are here
     assert not [s for s in spans if s not in urgent and asked <= s[1] < answered]
     # the preload (before and after the jump; not the opening's 1, 2 and 3):
     # at most 2 in flight at once
     others = [s for s in spans if s[0] not in (1, 2, 3, 89, 90, 91)]
-    edges = sorted([(s[1], 1) for s in others] + [(s[2], -1) for s in others])
-    now = peak = 0
-    for _, d in edges:
-        now += d
-        peak = max(peak, now)
-    assert len(spans) > 10 and 1 <= peak <= 2
+    assert len(spans) > 10 and 1 <= peak_in_flight(others) <= 2
     assert dash_br.get_logs() == []
