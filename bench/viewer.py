@@ -237,9 +237,14 @@ const out = {};
 const all = window.imageQueue && window.imageQueue.entries
   ? window.imageQueue.entries() : performance.getEntriesByType('resource');
 for (const e of all) {
-  const p = new URL(e.name).pathname;
-  if (paths.includes(p) && e.startTime >= since) {
-    out[p] = {start: e.startTime, requestStart: e.requestStart, end: e.responseEnd};
+  const u = new URL(e.name), p = u.pathname;
+  if (e.startTime < since) continue;
+  const times = {start: e.startTime, requestStart: e.requestStart, end: e.responseEnd};
+  if (paths.includes(p)) out[p] = times;
+  // a batch of frames (the viewer's jump): under each of its images, 1-based
+  if (p.endsWith('/images/frames')) {
+    const start = Number(u.searchParams.get('start')), count = Number(u.searchParams.get('count'));
+    for (let i = start + 1; i <= start + count; i++) out['image ' + i] = times;
   }
 }
 return out;
@@ -912,7 +917,11 @@ def part_jumps(
         enter = rec.get("enter") or t0
         timing = {}
         for label, i in (("prev", k - 1), ("k", k), ("next", k + 1)):
-            entry = res.get(urls[i - 1]) if 1 <= i <= len(urls) else None
+            entry = (
+                res.get(urls[i - 1]) or res.get(f"image {i}")
+                if 1 <= i <= len(urls)
+                else None
+            )
             if entry:
                 timing[label] = {
                     "sent": entry["start"] - enter,
@@ -1409,6 +1418,7 @@ def report_jumps(jumps, big, mode) -> None:
             ["k + 1 loaded (decoded, held)", len(col("next")), *ms(col("next"))],
             ["k - 1 loaded", len(col("prev")), *ms(col("prev"))],
             ["**k - 1 and k + 1 loaded**", len(both), *ms(both)],
+            # (one request for k - 1..k + 1 when the viewer asked a batch)
             ["request for k sent", len(res("k", "sent")), *ms(res("k", "sent"))],
             [
                 "answer for k received",

@@ -7,7 +7,9 @@ fetches the whole instance file once (one PACS request per instance, all its
 frames), under a per-instance lock, so concurrent askers wait for that one
 fetch instead of sending their own. The bulk loader only stores files
 (:meth:`CachingPacs.load_instance`); a frame is decoded from its file when
-first asked for, that frame only, and kept. Study structure (series and their
+first asked for, that frame only, and kept (unless the file is plain:
+uncompressed 16-bit grey, whose frame is read from it again in a fraction of
+a millisecond, :func:`services.imaging.native_frame`). Study structure (series and their
 images in display order) is kept for ``metadata_ttl`` seconds, and stands in
 while the PACS does not answer.
 
@@ -482,24 +484,27 @@ class CachingPacs:
         """The cached frame in its compact dtype (int16, float32 or uint8 RGB).
 
         A frame not decoded yet is decoded from the cached file (fetched first
-        if need be), that frame only, and kept."""
+        if need be), that frame only, and kept, unless the file is plain (read
+        again from it as quickly as from a copy of its own)."""
         key = self.frame_key(instance_id, frame_index)
         data = self.images.get(key)
         if data is not None:
             self.stats.tick("hits")
             return _from_bytes(data)
-        _, frame, new = self._decode(instance_id, frame_index)
-        new[key] = _to_bytes(frame)
+        _, frame, new, plain = self._decode(instance_id, frame_index)
+        if not plain:
+            new[key] = _to_bytes(frame)
         self._store(new)
         return frame
 
     def _decode(
         self, instance_id: str, frame_index: int
-    ) -> tuple[InstanceMeta, np.ndarray, dict[str, Any]]:
+    ) -> tuple[InstanceMeta, np.ndarray, dict[str, Any], bool]:
         """The instance's metadata and one frame (compact dtype) from the
-        cached file (fetched first if need be), parsed once for both, and the
+        cached file (fetched first if need be), parsed once for both, the
         cache entries that made and are not stored yet (the metadata, when it
-        was not cached)."""
+        was not cached), and whether the frame was read straight from the
+        file's plain pixel data (:func:`imaging.native_frame`)."""
         meta = self.images.get(f"meta:{instance_id}")
         file = self._file(instance_id)
         name = f"instance {instance_id}"
@@ -514,7 +519,11 @@ class CachingPacs:
         # request for a frame past the end never reaches the PACS again
         if not 0 <= frame_index < meta.number_of_frames:
             raise NotFound(f"instance {instance_id} has no frame {frame_index + 1}")
-        return meta, compact(imaging.decode_frame(dataset, frame_index, name)), new
+        plain = imaging.native_frame(dataset, frame_index)
+        if plain is not None:
+            return meta, plain, new, True
+        frame = compact(imaging.decode_frame(dataset, frame_index, name))
+        return meta, frame, new, False
 
     def _store(self, entries: dict[str, Any]) -> None:
         for key, value in entries.items():
@@ -544,7 +553,7 @@ class CachingPacs:
         if data is not None:
             meta, frame = self.get_instance_meta(instance_id), _from_bytes(data)
         else:  # a first view (a card's thumbnail): one parse, the frame not kept
-            meta, frame, new = self._decode(instance_id, frame_index)
+            meta, frame, new, _ = self._decode(instance_id, frame_index)
         pixels = frame if frame.ndim == 3 else frame.astype(np.float32)
         body = new[key] = imaging.render(
             pixels, meta, center, width, fmt, size, quality

@@ -17,7 +17,11 @@ import pydicom
 from PIL import Image
 from pydicom.dataset import Dataset
 from pydicom.pixels import apply_modality_lut, iter_pixels
-from pydicom.uid import DeflatedExplicitVRLittleEndian
+from pydicom.uid import (
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+)
 
 from .models import DecodeError, ImageRef, InstanceMeta, NotFound
 
@@ -148,6 +152,45 @@ def decode_frame(
 ) -> np.ndarray:
     """One frame of a DICOM file (see :func:`decode_frames`)."""
     return decode_frames(source, name, [frame_index])[0]
+
+
+NATIVE = (ImplicitVRLittleEndian, ExplicitVRLittleEndian)
+
+
+def native_frame(ds: Dataset, frame_index: int) -> np.ndarray | None:
+    """One frame of a file parsed whole, read straight from its pixel data
+    when it is plain (uncompressed little endian, grey, 16 bits allocated, a
+    whole-number intercept and slope 1, int16 after it): the int16 that
+    :func:`decode_frame` then ``compact`` give, in a fifth of the time. None
+    for any other file (:func:`decode_frame` reads it)."""
+    if ds.file_meta.get("TransferSyntaxUID") not in NATIVE or "PixelData" not in ds:
+        return None
+    if parse_int(ds.get("SamplesPerPixel")) not in (None, 1):
+        return None
+    if parse_int(ds.get("BitsAllocated")) != 16 or "ModalityLUTSequence" in ds:
+        return None
+    slope = parse_floats(ds.get("RescaleSlope")) or (1.0,)
+    intercept = (parse_floats(ds.get("RescaleIntercept")) or (0.0,))[0]
+    if slope[0] != 1.0 or intercept != int(intercept):
+        return None
+    rows, cols = parse_int(ds.get("Rows")) or 0, parse_int(ds.get("Columns")) or 0
+    bits = parse_int(ds.get("BitsStored")) or 16
+    count = rows * cols
+    data = ds.PixelData
+    if not count or not 1 <= bits <= 16 or len(data) < (frame_index + 1) * count * 2:
+        return None
+    signed = parse_int(ds.get("PixelRepresentation")) == 1
+    pixels = np.frombuffer(
+        data, "<i2" if signed else "<u2", count, frame_index * count * 2
+    ).astype(np.int32)
+    if bits < 16:  # the bits above BitsStored are not the value's (as pydicom)
+        pixels &= (1 << bits) - 1
+        if signed:
+            pixels -= (pixels >> (bits - 1)) << bits
+    pixels += int(intercept)
+    if pixels.min() < -32768 or pixels.max() > 32767:
+        return None
+    return pixels.astype("<i2").reshape(rows, cols)
 
 
 def default_window(pixels: np.ndarray) -> tuple[float, float]:

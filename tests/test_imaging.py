@@ -84,3 +84,42 @@ def test_img007_orthanc_ids_are_dashed_sha1_of_uids():
     assert sid.replace("-", "") == expected
     assert orthanc_ids.is_orthanc_id(sid)
     assert not orthanc_ids.is_orthanc_id("../etc/passwd")
+
+
+def test_img008_plain_frames_read_straight_are_pydicoms():
+    """native_frame (a frame's first view from a plain file) gives exactly
+    what pydicom's decoder and compact give, for every codec variant it takes
+    and the real series; it leaves the others to the decoder."""
+    import pydicom
+
+    from services.imagecache import compact
+    from tests.corpus import CODECS, SHARED_DATA, package_file
+
+    files = [package_file(name) for name in CODECS]
+    files += sorted(SHARED_DATA.glob("*/*.dcm"))[::40]
+    taken = set()
+    for path in files:
+        ds = pydicom.dcmread(path)
+        for i in range(int(getattr(ds, "NumberOfFrames", 1) or 1)):
+            fast = imaging.native_frame(ds, i)
+            if fast is None:
+                break
+            decoded = compact(imaging.decode_frame(ds, i, path.name))
+            assert fast.dtype == decoded.dtype == np.int16, path.name
+            assert np.array_equal(fast, decoded), (path.name, i)
+            taken.add(path.name)
+    # CT with an intercept, implicit VR, 12 of 16 bits in 10 frames, real CT
+    assert {"CT_small.dcm", "MR_small_implicit.dcm", "emri_small.dcm"} <= taken
+    assert any(name.endswith(".dcm") and name[0].isdigit() for name in taken)
+    assert not {"MR_small_bigendian.dcm", "SC_rgb.dcm", "JPEG-LL.dcm"} & taken
+    # signed 12 bits with other bits set above them: dropped, sign extended
+    ds = pydicom.dcmread(package_file("CT_small.dcm"))
+    stored = np.frombuffer(ds.PixelData, "<i2") & 0x0FFF
+    ds.BitsStored, ds.HighBit = 12, 11
+    ds.PixelData = (stored | 0x5000).astype("<u2").tobytes()
+    fast = imaging.native_frame(ds, 0)
+    assert fast is not None and fast.min() < -1024  # negative 12-bit values
+    assert np.array_equal(fast, compact(imaging.decode_frame(ds, 0, "12 bits")))
+    # an intercept that takes values out of int16: the decoder's float32
+    ds.RescaleIntercept = 40000
+    assert imaging.native_frame(ds, 0) is None

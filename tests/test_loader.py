@@ -382,7 +382,8 @@ def test_load007_loader_stores_files_frames_decoded_on_first_request(
     orthanc_server, corpus, tmp_path
 ):
     """The loader keeps each instance file as it came; a frame is decoded from
-    it when first asked for (that frame only), never fetched again."""
+    it when first asked for (that frame only), never fetched again, and kept
+    when the file is compressed (a plain file's frame is read from it again)."""
     with CountingProxy(orthanc_server.url) as proxy:
         pacs, loader = build(proxy.url, orthanc_server.auth, tmp_path)
         study = corpus.demo.study_uid
@@ -405,7 +406,7 @@ def test_load007_loader_stores_files_frames_decoded_on_first_request(
                 image.instance_id, image.frame_index
             )
             frame = pacs.get_frame(image.instance_id, image.frame_index)
-            assert key in pacs.images
+            assert key not in pacs.images  # plain: read from the file again
             assert np.array_equal(
                 frame, pacs.inner.get_frame(image.instance_id, image.frame_index)
             )
@@ -417,6 +418,15 @@ def test_load007_loader_stores_files_frames_decoded_on_first_request(
         assert proxy.files(served=False) == {
             k: v + (k == single.instance_id) for k, v in fetched.items()
         }  # the one more fetch is the comparison's, straight from Orthanc
+        j2k = next(
+            s
+            for s in pacs.list_series(corpus.codecs_study_uid)
+            if s.series_description == "JPEG 2000 lossless"
+        )
+        image = pacs.list_images(corpus.codecs_study_uid, j2k.series_uid)[0]
+        frame = pacs.get_frame(image.instance_id, 0)
+        assert pacs.frame_key(image.instance_id, 0) in pacs.images
+        assert np.array_equal(pacs.get_frame(image.instance_id, 0), frame)
 
 
 def test_load008_files_no_installed_decoder_reads_are_told_from_the_header(corpus):
