@@ -29,6 +29,7 @@
   var URGENT = 3; // the image shown and its neighbours ahead and behind
   var MAX_BEHIND = 2; // requests in flight for any other image
   var HOLD_DASH = 300; // ms Dash may wait for the image shown and its neighbours
+  var SETTLE_MS = 150; // ms without a wheel, key or swipe step: Dash hears of it
   var MEMORY_BUDGET = 128 * 1024 * 1024;
   var ZOOM_STEP = 1.25;
   var WHEEL_NOTCH = 100; // deltaY of one notch in pixel mode (Chrome, Firefox)
@@ -97,6 +98,8 @@
       focusSent: cfg.start || 1,
       sliderAt: cfg.start || 1, // the value the slider shows (pushed or moved)
       pushing: false, // a push to Dash is due after the next paint
+      dashDue: false, // the next push after a paint goes to Dash (else: schedule)
+      settleTimer: null, // the push once the wheel, keys or swipe pause
       pushDue: 0, // a push held back by a jump goes by then (performance.now())
       pushTimer: null,
       afterJump: [], // what waits for that push (the go-to box's cleaning)
@@ -159,8 +162,9 @@
   // -- moving through the series -------------------------------------------------
 
   /* Show image n (1-based): draw it if it is here, else keep the last image on
-   * screen and say what is loading; tell Dash, the server's loader and the URL. */
-  function go(n, perf, fromSlider) {
+   * screen and say what is loading; tell Dash, the server's loader and the URL.
+   * stepping: a step of the wheel, a key or a swipe (see afterPaint). */
+  function go(n, perf, fromSlider, stepping) {
     if (!V) return;
     n = clamp(Math.round(n), 1, V.total);
     if (n === V.n && V.shown === n - 1) return;
@@ -169,23 +173,38 @@
     draw(perf);
     if (fromSlider) V.sliderAt = n;
     if (!V.images.has(n - 1)) schedule(); // the user waits for this one: ask now
-    afterPaint();
+    afterPaint(stepping);
   }
 
   /* What a step tells Dash, the loader and the URL, once per frame and after
-   * it is painted: no Dash render between an input event and its frame. After
-   * a jump, not before the image shown and its neighbours are here (at most
-   * HOLD_DASH ms): React's render of the counter and slider, the loader's
-   * focus callback and the go-to box's cleaning (V.afterJump) would take
-   * the page's main thread while their answers wait for it. */
-  function afterPaint() {
+   * it is painted: no Dash render between an input event and its frame.
+   * While the wheel, keys or a swipe keep stepping, the counter's text is
+   * set here and the preload follows each frame, but Dash (React's render of
+   * the counter and slider, 8-20 ms, and the loader's focus callback) waits
+   * until they pause for SETTLE_MS: after each step it would sit where the
+   * next step's event lands (one step in ten a frame late). After a jump,
+   * Dash waits until the image shown and its neighbours are here (at most
+   * HOLD_DASH ms): it would take the page's main thread while their answers
+   * wait for it (as would the go-to box's cleaning, V.afterJump). */
+  function afterPaint(stepping) {
+    var id = V.id;
+    if (stepping) {
+      var counter = document.getElementById("image-counter");
+      if (counter) counter.textContent = V.n + " / " + V.total; // (Dash's span)
+      clearTimeout(V.settleTimer);
+      V.settleTimer = setTimeout(function () {
+        if (V && V.id === id) afterPaint();
+      }, SETTLE_MS);
+    }
+    if (!stepping) V.dashDue = true;
     if (V.pushing) return;
     V.pushing = true;
-    var id = V.id;
     requestAnimationFrame(function () {
       setTimeout(function () {
         if (!V || V.id !== id) return;
         V.pushing = false;
+        if (!V.dashDue) return schedule();
+        V.dashDue = false;
         pushPosition();
       }, 0);
     });
@@ -226,7 +245,7 @@
   }
 
   function step(delta) {
-    if (V) go(V.n + delta);
+    if (V) go(V.n + delta, undefined, false, true);
   }
 
   function rememberInUrl() {
@@ -1374,7 +1393,7 @@
     var perf = wheelPerf;
     wheelPerf = null;
     if (perf) perf.inFrame = inFrame;
-    go(V.n + steps, perf || undefined);
+    go(V.n + steps, perf || undefined, false, true);
   }
 
   /* Right-drag: window (horizontal: width, vertical: centre), captured before

@@ -168,10 +168,16 @@ def test_view001_keys_move_and_stop_at_the_edges(
         until(dash_br, f"s.shown === {expected}", what=f"image {expected} drawn")
     keys(dash_br, Keys.ARROW_DOWN * 15)  # fast typing loses no step
     dash_br.wait_for_text_to_equal("#image-counter", f"16 / {n}")
-    # the slider follows, and moving on re-centres the server's loader
-    assert dash_br.find_element("#viewer-slider [role=slider]").get_attribute(
-        "aria-valuenow"
-    ) == str(16)
+    # the slider follows once the keys pause, and moving on re-centres the
+    # server's loader
+    WebDriverWait(dash_br.driver, 5).until(
+        lambda _d: (
+            dash_br.find_element("#viewer-slider [role=slider]").get_attribute(
+                "aria-valuenow"
+            )
+            == "16"
+        )
+    )
     state_cache = dash_app.server.extensions["state"]
     WebDriverWait(dash_br.driver, 10).until(
         lambda _d: state_cache.get("focus")[2] == 15,
