@@ -4,10 +4,13 @@
  * callbacks, plus wheel, key, mouse and touch listeners attached once to the
  * document. The viewer keeps the series' raw frames (Hounsfield units for CT)
  * in memory, applies the window through a lookup table and draws on a canvas
- * under the Plotly figure's transparent plot area, at the figure's zoom and
- * pan. Nothing on the scroll path goes to the server or through a Python
- * callback; the counter and slider follow through set_props, once per frame
- * after the paint (a Dash render never sits between an input and its frame).
+ * of the image's own size under the Plotly figure's transparent plot area,
+ * placed and scaled by CSS at the figure's zoom and pan (the compositor
+ * scales: a step changes a quarter of the pixels a viewport-sized canvas
+ * would, and frames missed under load are a third as many). Nothing on the
+ * scroll path goes to the server or through a Python callback; the counter
+ * and slider follow through set_props after the paint (a Dash render never
+ * sits between an input and its frame).
  * Frames are fetched and stored by the page's image worker (through the
  * queue: assets/imagequeue.js, assets/imageworker.js). A click on a study
  * card paints the series' first image from the browser's cache before the
@@ -62,8 +65,9 @@
     held = new Map(); // the study page's reads: no longer needed
     reading++;
     var viewport = document.getElementById("viewer-viewport");
-    var canvas = document.getElementById("viewer-canvas");
-    if (!viewport || !canvas || !cfg) return;
+    var canvas = document.getElementById("viewer-canvas"),
+      clip = document.getElementById("viewer-clip");
+    if (!viewport || !canvas || !clip || !cfg) return;
     V = {
       id: ++serial,
       cfg: cfg,
@@ -84,9 +88,10 @@
       painted: -1, // index on the canvas
       drawnKey: "",
       viewport: viewport,
-      canvas: canvas,
       gd: null,
-      off: document.createElement("canvas"),
+      off: canvas, // the image at its own size (render), placed by CSS (blit)
+      clip: clip, // the plot area: the canvas' part outside it is hidden
+      placed: "", // where blit put them
       lut: null,
       lutKey: "",
       playing: false,
@@ -615,7 +620,7 @@
 
   // -- drawing -----------------------------------------------------------------
 
-  /* Render image n into the offscreen canvas (window applied), then blit. */
+  /* Render image n into the canvas (window applied), then blit. */
   function draw(perf) {
     if (!alive()) return;
     var index = V.n - 1,
@@ -649,7 +654,7 @@
     }
   }
 
-  /* Render img at window win into the offscreen canvas s.off (s: the viewer,
+  /* Render img at window win into the canvas s.off (s: the viewer,
    * or the card click's early paint; it keeps its ImageData and table). */
   function render(s, img, win) {
     var off = s.off;
@@ -708,34 +713,18 @@
     };
   }
 
+  /* The rendered image on screen: the clip on the plot area, the canvas
+   * where the figure's axes put the image (style only when they moved). */
   function blit() {
     if (!alive() || V.shown < 0) return;
     var geo = geometry();
     if (!geo) return;
-    var canvas = V.canvas,
-      ratio = window.devicePixelRatio || 1;
-    var cw = V.viewport.clientWidth,
-      ch = V.viewport.clientHeight;
-    if (canvas.width !== Math.round(cw * ratio) || canvas.height !== Math.round(ch * ratio)) {
-      canvas.width = Math.round(cw * ratio);
-      canvas.height = Math.round(ch * ratio);
+    var key = [geo.left, geo.top, geo.width, geo.height, geo.sx, geo.sy, geo.x0, geo.y0, V.off.width, V.off.height].join();
+    if (key !== V.placed) {
+      V.placed = key;
+      place(V.clip, geo.left, geo.top, geo.width, geo.height);
+      placeImage(V.off, geo);
     }
-    var ctx = canvas.getContext("2d");
-    ctx.setTransform(ratio, 0, 0, ratio, 0, 0);
-    ctx.clearRect(0, 0, cw, ch);
-    ctx.save();
-    ctx.beginPath();
-    ctx.rect(geo.left, geo.top, geo.width, geo.height);
-    ctx.clip();
-    ctx.imageSmoothingEnabled = geo.sx < 3; // show pixels when zoomed far in
-    ctx.drawImage(
-      V.off,
-      geo.left + (-0.5 - geo.x0) * geo.sx,
-      geo.top + (-0.5 - geo.y0) * geo.sy,
-      V.off.width * geo.sx,
-      V.off.height * geo.sy
-    );
-    ctx.restore();
     if (V.painted < 0) storeInsets();
     V.painted = V.shown;
     if (early) dropEarly(); // the viewer shows the image itself now
@@ -1008,8 +997,7 @@
       spacing = img.spacing;
     e.img = img;
     e.aspect = spacing && spacing[1] > 0 ? spacing[0] / spacing[1] : 1; // as the figure
-    // the frame at its own size, scaled by CSS: a frame of the page is
-    // cheaper than with a viewport-sized canvas drawn on (the link waits for it)
+    // the frame at its own size, scaled by CSS, as the viewer's (blit)
     e.canvas = document.createElement("canvas");
     e.canvas.id = "viewer-early";
     render({ off: e.canvas }, img, defaultWindowOf(img));
@@ -1056,8 +1044,14 @@
     e.placed = box.join();
     var geo = fitted(e.img, e.aspect, box[2], box[3]);
     place(e.box, box[0], box[1], box[2], box[3]);
-    place(e.canvas, (-0.5 - geo.x0) * geo.sx, (-0.5 - geo.y0) * geo.sy, e.img.cols * geo.sx, e.img.rows * geo.sy);
-    e.canvas.style.imageRendering = geo.sx < 3 ? "auto" : "pixelated";
+    placeImage(e.canvas, geo);
+  }
+
+  /* canvas (an image at its own size) where geo's axes put the image,
+   * relative to the plot area; its pixels shown when zoomed far in. */
+  function placeImage(canvas, geo) {
+    place(canvas, (-0.5 - geo.x0) * geo.sx, (-0.5 - geo.y0) * geo.sy, canvas.width * geo.sx, canvas.height * geo.sy);
+    canvas.style.imageRendering = geo.sx < 3 ? "auto" : "pixelated";
   }
 
   /* el at (left, top), w x h CSS pixels. */

@@ -36,13 +36,13 @@ across a page load), ``history.pushState``, ``#viewer-viewport`` in the DOM
 (MutationObserver), ``window.Plotly`` set (a setter: plotly.js evaluated),
 the figure's ``.main-svg`` in the DOM, the viewer's first
 ``imageCache.get`` of a frame (start and end: the IndexedDB read), the first
-``drawImage`` of the image (onto ``#viewer-early``, the canvas a card's click
-paints before the viewer's page is there, when the app has one, else onto the
-viewer's ``#viewer-canvas``) and ``painted``: ``performance.now()`` in a
-``setTimeout(0)`` after the frame that shows that draw (queued from the draw
-when it runs in an animation frame callback, else from the next one), as
-``bench/viewer.py`` does; and the viewer's own first ``drawImage`` onto
-``#viewer-canvas``. Resource Timing gives the layout callback's
+draw of the image (``putImageData`` or ``drawImage`` onto ``#viewer-early``,
+the canvas a card's click paints before the viewer's page is there, when the
+app has one, else onto the viewer's ``#viewer-canvas``) and ``painted``:
+``performance.now()`` in a ``setTimeout(0)`` after the frame that shows that
+draw (queued from the draw when it runs in an animation frame callback, else
+from the next one), as ``bench/viewer.py`` does; and the viewer's own first
+draw onto ``#viewer-canvas``. Resource Timing gives the layout callback's
 request, plotly.js and ``async-graph.js``; a WSGI wrapper times the layout
 callback on the server and counts the pixel requests the server answers.
 
@@ -176,8 +176,8 @@ RECORDER = r"""
     },
   });
   // the first image drawn: by the card click's early paint (#viewer-early,
-  // before the viewer's page: drawImage or putImageData) or by the viewer
-  // (#viewer-canvas, drawImage)
+  // before the viewer's page) or by the viewer (#viewer-canvas): drawImage or
+  // putImageData
   const drawn = (canvas) => {
     const id = canvas.id;
     if (b.click === null || (id !== 'viewer-canvas' && id !== 'viewer-early')) return;
@@ -198,7 +198,7 @@ RECORDER = r"""
   const put = CanvasRenderingContext2D.prototype.putImageData;
   CanvasRenderingContext2D.prototype.putImageData = function () {
     const out = put.apply(this, arguments);
-    if (this.canvas.id === 'viewer-early') drawn(this.canvas);
+    drawn(this.canvas);
     return out;
   };
 })();
@@ -496,7 +496,7 @@ def main(argv: list[str] | None = None) -> int:
             ("svg", "figure's .main-svg in the DOM"),
             ("drawn", "first image drawn (#viewer-early, else #viewer-canvas)"),
             ("painted", "painted (after that frame)"),
-            ("viewer_drawn", "the viewer's own first drawImage (#viewer-canvas)"),
+            ("viewer_drawn", "the viewer's own first draw (#viewer-canvas)"),
         ]
         detail = []
         for key, label in steps:

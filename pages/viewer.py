@@ -304,7 +304,7 @@ def viewport(rows: int, columns: int, aspect: float):
     )
     return html.Div(
         [
-            html.Canvas(id="viewer-canvas"),
+            html.Div(html.Canvas(id="viewer-canvas"), id="viewer-clip"),
             dcc.Graph(
                 id="viewer-graph",
                 figure=figure,

@@ -498,9 +498,9 @@ def test_cache013_signing_out_empties_the_http_cache(dash_br, live_app, corpus):
 
 
 # In the page: every #viewer-early-box added (and where it was put), and the
-# moment it goes (the viewer has just painted): where the early image was and
-# where the figure puts the image, and the viewer's canvas against the early
-# image drawn as blit would draw it there (the same pixels in the same place).
+# moment it goes (the viewer has just painted): where the early image was,
+# where the figure puts the image and where the viewer's canvas is, and both
+# canvases' pixels (each the image at its own size, placed by CSS).
 HANDOVER = """
 window.__early = {added: 0, placed: [], handovers: []};
 new MutationObserver((records) => records.forEach((r) => r.addedNodes.forEach((n) => {
@@ -520,22 +520,13 @@ Element.prototype.remove = function () {
     const sx = size.w / (xr[1] - xr[0]), sy = size.h / (yr[0] - yr[1]);
     const left = g.left - vp.left + size.l, top = g.top - vp.top + size.t;
     const x = left + (-0.5 - xr[0]) * sx, y = top + (-0.5 - yr[1]) * sy;
-    const copy = document.createElement('canvas');
-    copy.width = v.width;
-    copy.height = v.height;
-    const ctx = copy.getContext('2d'), ratio = window.devicePixelRatio || 1;
-    ctx.setTransform(ratio, 0, 0, ratio, 0, 0);
-    ctx.beginPath();
-    ctx.rect(left, top, size.w, size.h);
-    ctx.clip();
-    ctx.imageSmoothingEnabled = sx < 3;
-    ctx.drawImage(early, x, y, early.width * sx, early.height * sy);
-    const r = early.getBoundingClientRect();
+    const r = early.getBoundingClientRect(), rv = v.getBoundingClientRect();
     window.__early.handovers.push({
       early_rect: [r.left, r.top, r.width, r.height],
       figure_rect: [vp.left + x, vp.top + y, early.width * sx, early.height * sy],
+      viewer_rect: [rv.left, rv.top, rv.width, rv.height],
       early_box: this.getBoundingClientRect().toJSON(), viewport: vp.toJSON(),
-      early: copy.toDataURL(), viewer: v.toDataURL(),
+      early: early.toDataURL(), viewer: v.toDataURL(),
     });
   }
   return remove.apply(this, arguments);
@@ -611,6 +602,9 @@ def test_cache012_a_cards_click_paints_its_cached_first_image_at_once(
         # no jump: the same pixels at the same place
         assert handover["early_box"] == handover["viewport"]
         assert handover["early_rect"] == pytest.approx(
+            handover["figure_rect"], abs=0.01
+        )
+        assert handover["viewer_rect"] == pytest.approx(
             handover["figure_rect"], abs=0.01
         )
         assert handover["early"] == handover["viewer"]
