@@ -7,7 +7,7 @@
  * of the image's own size under the Plotly figure's transparent plot area,
  * placed and scaled by CSS at the figure's zoom and pan (the compositor
  * scales: a step changes a quarter of the pixels a viewport-sized canvas
- * would, and frames missed under load are a third as many). Nothing on the
+ * would, and fewer frames are missed under load). Nothing on the
  * scroll path goes to the server or through a Python callback; the counter
  * and slider follow through set_props after the paint (a Dash render never
  * sits between an input and its frame).
@@ -108,6 +108,7 @@
       pushDue: 0, // a push held back by a jump goes by then (performance.now())
       pushTimer: null,
       afterJump: [], // what waits for that push (the go-to box's cleaning)
+      noBatch: false, // a jump's batch failed: single images from now on
       echoes: new Map(), // slider value -> when we pushed it (not yet echoed)
       infoShown: false,
       urlTimer: null,
@@ -186,8 +187,8 @@
    * While the wheel, keys or a swipe keep stepping, the counter's text is
    * set here and the preload follows each frame, but Dash (React's render of
    * the counter and slider, 8-20 ms, and the loader's focus callback) waits
-   * until they pause for SETTLE_MS: after each step it would sit where the
-   * next step's event lands (one step in ten a frame late). After a jump,
+   * until they pause for SETTLE_MS: after each step it could sit where the
+   * next step's event lands. After a jump,
    * Dash waits until the image shown and its neighbours are here (at most
    * HOLD_DASH ms): it would take the page's main thread while their answers
    * wait for it (as would the go-to box's cleaning, V.afterJump). */
@@ -269,8 +270,6 @@
 
   // -- loading -----------------------------------------------------------------
 
-  /* Indexes to hold in memory, best first: the current image, its neighbours,
-   * then nearest first, ahead before behind, as far as the budget goes. */
   /* Whether the image shown or a neighbour is still to come (a jump). */
   function awaiting() {
     return wanted()
@@ -280,6 +279,8 @@
       });
   }
 
+  /* Indexes to hold in memory, best first: the current image, its neighbours,
+   * then nearest first, ahead before behind, as far as the budget goes. */
   function wanted() {
     var here = V.n - 1,
       dir = V.direction,
