@@ -45,7 +45,9 @@ animation frames (``PerformanceObserver`` type ``long-animation-frame``).
    cleared: the browser has nothing, the server everything), first image
    painted, then ``#image-goto`` k + Enter; ms from the Enter's keydown to
    image k painted and to ``state().loaded`` holding k + 1 and k - 1 (polled
-   every 4 ms in the page). ``settled`` (``--jump-after``): the same once the
+   every 4 ms in the page), and when the request carrying k (the viewer's
+   batch of k - 1..k + 1, else k's own) was sent and answered (Resource
+   Timing). ``settled`` (``--jump-after``): the same once the
    fresh page's preload is over (``settle``: the images nearest image 1 held,
    nothing in flight for 2 s), to images beyond those it holds: a jump that
    meets neither Dash's start nor the preload, as when a reader has looked at
