@@ -270,9 +270,10 @@
 
   // -- loading -----------------------------------------------------------------
 
-  /* Whether the image shown or a neighbour is still to come (a jump). */
-  function awaiting() {
-    return wanted()
+  /* Whether the image shown or a neighbour is still to come (a jump);
+   * list: wanted(), when the caller has it already. */
+  function awaiting(list) {
+    return (list || wanted())
       .slice(0, URGENT)
       .some(function (index) {
         return !V.images.has(index) && !V.failed.has(index);
@@ -320,7 +321,7 @@
     // server (CPU-bound: two cores serve two at a time) has at most
     // MAX_BEHIND requests of the old place ahead of the new ones, not five.
     // Reads of the browser's cache reach no server: they do not count there.
-    var urgentMissing = awaiting();
+    var urgentMissing = awaiting(list);
     var behind = 0;
     V.inflight.forEach(function (ctl, index) {
       var r = rank.get(index);
