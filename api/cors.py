@@ -25,7 +25,7 @@ from flask import Blueprint, Response
 from flask_cors import CORS
 
 METHODS = ["GET", "POST", "OPTIONS"]
-ALLOW_HEADERS = ["Authorization", "Content-Type", "X-CSRF-TOKEN"]
+ALLOW_HEADERS = ["Authorization", "Content-Type", "X-CSRF-TOKEN", "Priority"]
 # Response headers a cross-origin script may read (frames describe themselves).
 EXPOSE_HEADERS = [
     "Retry-After",

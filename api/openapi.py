@@ -263,7 +263,11 @@ and `X-Window-Width` carry the image's own window when it has one.
 With `Accept: image/png` or `Accept: image/jpeg` (preferred over
 `application/octet-stream`) the frame comes rendered to 8 bits with that
 window instead (or its value range), like `.../rendered` without parameters.
-Answers carry an ETag and a long private Cache-Control (`Vary: Accept`)."""
+Answers carry an ETag and a long private Cache-Control (`Vary: Accept`).
+
+A `Priority` request header (RFC 9218, `u=0`..`u=7`) says how urgent the
+request is: while one of `u=0` or `u=1` is answered, those of `u=4` or more
+wait before decoding (at most 250 ms)."""
 
 # --- the document ----------------------------------------------------------
 

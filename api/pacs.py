@@ -25,6 +25,7 @@ from flask import Blueprint, Response, current_app, jsonify, request
 from flask_jwt_extended import jwt_required
 
 from api import BadRequest
+from api.turns import by_urgency, yield_to_urgent
 from services import imaging
 from services.imagecache import compact
 from services.loader import BulkLoader, SeriesProgress, loader_stats
@@ -122,6 +123,7 @@ def immutable(body: bytes, mimetype: str, etag: str, **headers: str) -> Response
 
 def raw_frame(instance_id: str, index: int) -> tuple[bytes, dict[str, str]]:
     """A frame's raw pixels and their ``X-*`` headers (the module docstring)."""
+    yield_to_urgent()
     pacs = get_pacs()
     # the caching PACS keeps frames compact: no float32 copy and check again
     compact_frame = getattr(pacs, "get_frame_compact", None)
@@ -255,6 +257,7 @@ def register(bp: Blueprint) -> None:
 
     @bp.get("/pacs/studies/<study_uid>/series/<series_uid>/images/frames")
     @jwt_required()
+    @by_urgency
     def bulk_frames(study_uid: str, series_uid: str):
         """Raw pixels of several images of a series in one answer (request
         batching): the same bytes and headers as each image's frame URL, one
@@ -362,6 +365,7 @@ def register(bp: Blueprint) -> None:
 
     @bp.get("/pacs/instances/<instance_id>/frames/<frame>")
     @jwt_required()
+    @by_urgency
     def frame_pixels(instance_id: str, frame: str):
         instance_id, index = load_frame(instance_id, frame)
         accept = request.accept_mimetypes
@@ -373,6 +377,7 @@ def register(bp: Blueprint) -> None:
             and accept[best] > accept["application/octet-stream"]
         ):
             fmt = "png" if best == "image/png" else "jpeg"
+            yield_to_urgent()
             body = get_pacs().render_frame(instance_id, index, fmt=fmt)
             response = immutable(
                 body, imaging.MIME[fmt], f"{instance_id}-{index}-{fmt}"
@@ -388,6 +393,7 @@ def register(bp: Blueprint) -> None:
 
     @bp.get("/pacs/instances/<instance_id>/frames/<frame>/rendered")
     @jwt_required()
+    @by_urgency
     def frame_rendered(instance_id: str, frame: str):
         instance_id, index = load_frame(instance_id, frame)
         center, width = number("windowCenter"), number("windowWidth")
@@ -400,6 +406,7 @@ def register(bp: Blueprint) -> None:
         fmt = imaging.FORMATS.get(request.args.get("format", "png").lower())
         if fmt is None:
             raise BadRequest("format must be png or jpeg")
+        yield_to_urgent()
         body = get_pacs().render_frame(
             instance_id,
             index,

@@ -24,6 +24,10 @@
  * and jitter; 429 and 503 honour Retry-After and hold the whole queue that
  * long (the server said it is busy); 4xx answers are final.
  *
+ * Each request tells the server its class in an RFC 9218 Priority header
+ * (CURRENT u=0, NEIGHBOURS u=1, THUMBNAIL u=2, BACKGROUND u=5): the server
+ * holds background requests back while it answers urgent ones (api/turns.py).
+ *
  * A request with the option worker: true (the viewer's frames), and storing
  * its answer, run in a Web Worker (assets/imageworker.js) when the browser has
  * one, so that neither reading a response nor its checksum and IndexedDB
@@ -52,6 +56,7 @@
   var MAX_IN_FLIGHT = 5;
   var MAX_TRIES = 5;
   var PRIORITY = { CURRENT: 0, NEIGHBOURS: 1, THUMBNAIL: 2, BACKGROUND: 3 };
+  var URGENCY = ["u=0", "u=1", "u=2", "u=5"]; // the Priority header of each class
 
   var waiting = []; // jobs not started, kept sorted: best first
   var running = new Set();
@@ -166,6 +171,7 @@
         id: id,
         url: job.url,
         accept: job.accept,
+        priority: urgency(job),
         store: store,
         settings: store ? c.settings() : null,
         urgent: job.priority < PRIORITY.THUMBNAIL, // the image shown, its neighbours
@@ -231,12 +237,17 @@
     });
   }
 
+  function urgency(job) {
+    return URGENCY[Math.min(URGENCY.length - 1, Math.floor(job.priority))];
+  }
+
   /* The request of a started job on the main thread; its answer is stored
    * (once the cache is claimed: a job of viaImage retried by fetch did not
    * wait for that). A batch's images are stored before it answers. */
   function viaPage(job) {
     var get = window.apiFetch || fetch;
-    return get(job.url, { signal: job.ctl.signal, headers: { Accept: job.accept } }).then(function (r) {
+    var headers = { Accept: job.accept, Priority: urgency(job) };
+    return get(job.url, { signal: job.ctl.signal, headers: headers }).then(function (r) {
       if (!r.ok) {
         var e = new Error("HTTP " + r.status);
         e.status = r.status;

@@ -8,8 +8,9 @@
  * new Worker("/assets/imageworker.js").
  *
  * Messages from the page:
- *   {type: "fetch", id, url, accept, store, settings, urgent}  store: write
- *       the cache; urgent: the image shown or a neighbour (writes wait)
+ *   {type: "fetch", id, url, accept, priority, store, settings, urgent}
+ *       priority: the Priority header (api/turns.py); store: write the
+ *       cache; urgent: the image shown or a neighbour (writes wait)
  *   {type: "batch", ..., answer}   the same for a batch of frames: its
  *       images are stored (each under its own URL) before it answers; with
  *       answer, it answers with them first (the viewer's jump) and stores
@@ -51,7 +52,8 @@ importScripts("imagecache.js");
     var ctl = new AbortController();
     running.set(m.id, ctl);
     if (m.urgent) urgent.add(m.id);
-    fetch(m.url, { credentials: "same-origin", signal: ctl.signal, headers: { Accept: m.accept } })
+    var headers = { Accept: m.accept, Priority: m.priority || "u=3" };
+    fetch(m.url, { credentials: "same-origin", signal: ctl.signal, headers: headers })
       .then(function (r) {
         if (!r.ok) {
           var after = Number(r.headers.get("Retry-After"));

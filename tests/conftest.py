@@ -129,6 +129,7 @@ class ImageRequests:
         self.app, self.lock = app, threading.Lock()
         self.in_flight = self.max_in_flight = self.total = 0
         self.refuse_batches = False  # answer batches 502, as a failing proxy would
+        self.priority: dict[str, str | None] = {}  # path[?query] -> Priority header
 
     def reset(self) -> None:
         with self.lock:
@@ -150,6 +151,10 @@ class ImageRequests:
         if self.refuse_batches and path.endswith("/images/frames"):
             start_response("502 Bad Gateway", [("Content-Type", "text/plain")])
             return [b"refused"]
+        query = environ.get("QUERY_STRING")
+        self.priority[f"{path}?{query}" if query else path] = environ.get(
+            "HTTP_PRIORITY"
+        )
         self._change(1)
         try:
             body = self.app(environ, start_response)

@@ -708,11 +708,12 @@ new MutationObserver(() => {
 
 
 def test_view017_after_a_jump_the_image_and_its_neighbours_go_first(
-    dash_br, live_app, corpus, orthanc_pacs
+    dash_br, live_app, corpus, orthanc_pacs, image_requests
 ):
     """A jump asks for image k and k +- 1 before anything else, and the preload
     never has more than 2 requests in flight beside them (a jump finds free
-    slots and a server not busy with the old place)."""
+    slots and a server not busy with the old place). The server hears which
+    is which (Priority u=0 for the jump, u=5 for the preload: api/turns.py)."""
     study = corpus.demo
     series = study.series[2]  # CT thorax 1 mm, 120 images
     paths, number = series_paths(orthanc_pacs, study, series)
@@ -748,4 +749,9 @@ def test_view017_after_a_jump_the_image_and_its_neighbours_go_first(
     # at most 2 in flight at once
     others = [s for s in spans if s[0] not in (1, 2, 3, 89, 90, 91)]
     assert len(spans) > 10 and 1 <= peak_in_flight(others) <= 2
+    batch = [url for url, _, _ in requests if url.endswith("?start=88&count=3")]
+    assert len(batch) == 1 and image_requests.priority[batch[0]] == "u=0"
+    # (the six nearest image 1 are its neighbours: u=1)
+    far = [u for u, _, _ in requests if "?" not in u and 7 < number[u] < 87]
+    assert far and {image_requests.priority[url] for url in far} == {"u=5"}
     assert dash_br.get_logs() == []
