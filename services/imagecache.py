@@ -10,8 +10,9 @@ fetch instead of sending their own. The bulk loader only stores files
 first asked for, that frame only, and kept (unless the file is plain:
 uncompressed 16-bit grey, whose frame is read from it again in a fraction of
 a millisecond, :func:`services.imaging.native_frame`). Study structure (series and their
-images in display order) is kept for ``metadata_ttl`` seconds, and stands in
-while the PACS does not answer.
+images in display order) is kept for ``metadata_ttl`` seconds; past that it
+is answered at once and asked of the PACS again in the background (stale while
+revalidating), and it stands in while the PACS does not answer.
 
 # Developer notes
 - Frames are stored compactly (int16 when the values are whole numbers that
@@ -35,6 +36,7 @@ from __future__ import annotations
 
 import functools
 import io
+import logging
 import os
 import struct
 import threading
@@ -58,13 +60,13 @@ from .models import (
     ImageRef,
     InstanceMeta,
     NotFound,
-    PacsUnavailable,
     SeriesSummary,
     StudySummary,
 )
 from .pacs import Pacs, StudyQuery
 
 STALE_FOR = 24 * 3600.0  # seconds a study's last known structure may stand in
+log = logging.getLogger(__name__)
 
 
 def compact(pixels: np.ndarray) -> np.ndarray:
@@ -291,6 +293,7 @@ class CachingPacs:
         # memo key -> (value, fresh until): this process's copies, see _memo
         self._memos: dict[str, tuple[Any, float]] = {}
         self._memos_lock = threading.Lock()
+        self._refreshing: set[str] = set()  # memo keys being computed again
 
     # -- metadata (short-lived: new instances may arrive) -----------------------
 
@@ -304,10 +307,15 @@ class CachingPacs:
         return self._memo(f"study:{study_uid}", lambda: self.inner.get_study(study_uid))
 
     def _memo(self, key: str, compute):  # type: ignore[no-untyped-def]
-        """``compute()``, reused for ``metadata_ttl`` seconds. Past that it is
-        asked again; while the PACS does not answer, the last answer stands
-        (up to ``STALE_FOR``), so progress and pages of a study already open
-        keep working through an outage.
+        """``compute()``, reused for ``metadata_ttl`` seconds. Past that the
+        last answer is returned at once and ``compute()`` runs again in a
+        background thread (one per key and process), so that no request
+        waits for the PACS's listing (~45 ms for a 500-image study, on every
+        30 s the requests of an open viewer came in); while the PACS does not
+        answer the last answer stands (up to ``STALE_FOR``), so progress and
+        pages of a study already open keep working through an outage. With no
+        answer yet, or once the PACS said the study is gone (NotFound), the
+        caller waits for ``compute()``.
 
         The answer lives in the shared state with its "fresh until" time also
         under a small key of its own; a process keeps a copy and uses it while
@@ -321,20 +329,42 @@ class CachingPacs:
             if self.state.get(f"memo-at:{key}") == local[1]:
                 return _copied(local[0])
         entry = self.state.get(f"memo:{key}")  # (value, fresh until)
-        if entry is not None and now < entry[1]:
-            self._keep(key, entry)
+        if entry is not None:
+            if now < entry[1]:
+                self._keep(key, entry)
+            else:
+                self._refresh(key, compute)
             return _copied(entry[0])
-        try:
-            value = compute()
-        except PacsUnavailable:
-            if entry is None:
-                raise
-            return entry[0]
+        return _copied(self._remember(key, compute()))
+
+    def _remember(self, key: str, value: Any) -> Any:
         entry = (value, time.time() + self.metadata_ttl)
         self.state.set(f"memo:{key}", entry, expire=STALE_FOR)
         self.state.set(f"memo-at:{key}", entry[1], expire=STALE_FOR)  # after it
         self._keep(key, entry)
-        return _copied(value)
+        return value
+
+    def _refresh(self, key: str, compute) -> None:  # type: ignore[no-untyped-def]
+        """Run ``compute()`` for a stale memo in the background, once at a time."""
+        with self._memos_lock:
+            if key in self._refreshing:
+                return
+            self._refreshing.add(key)
+
+        def run() -> None:
+            try:
+                self._remember(key, compute())
+            except NotFound:  # gone: the next caller asks and hears it
+                self.state.delete(f"memo:{key}")
+                with self._memos_lock:
+                    self._memos.pop(key, None)
+            except Exception as exc:  # (unavailable: the last answer stands)
+                log.info("%s not refreshed: %s", key, exc)
+            finally:
+                with self._memos_lock:
+                    self._refreshing.discard(key)
+
+        threading.Thread(target=run, name=f"refresh {key}", daemon=True).start()
 
     def _keep(self, key: str, entry: tuple[Any, float]) -> None:
         with self._memos_lock:

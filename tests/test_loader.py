@@ -650,3 +650,50 @@ def test_load011_first_render_parses_the_file_once(
         )
     with pytest.raises(NotFound):
         pacs.render_frame(images[1].instance_id, 16)
+
+
+def test_load011_a_stale_listing_is_answered_at_once_and_refreshed_behind(tmp_path):
+    """Past ``metadata_ttl`` a study's listing is answered from the last one
+    at once while one background call asks the PACS again (no request waits
+    for the PACS's listing); a study the PACS then says is gone is gone."""
+    from services.models import ImageRef
+
+    class Listing:
+        name = "fake"
+
+        def __init__(self) -> None:
+            self.version, self.calls, self.gone = 1, 0, False
+            self.entered, self.gate = threading.Event(), threading.Event()
+            self.gate.set()
+
+        def series_images(self, study_uid: str) -> dict:
+            self.calls += 1
+            self.entered.set()
+            assert self.gate.wait(30)
+            if self.gone:
+                raise NotFound(f"study {study_uid}")
+            return {"s": [ImageRef(1, f"i{self.version}", "1.2", 0)]}
+
+    def ids() -> list[str]:
+        return [i.instance_id for i in pacs.list_images("st", "s")]
+
+    inner = Listing()
+    state = open_state(tmp_path / "state")
+    pacs = CachingPacs(inner, open_image_cache(tmp_path / "images", 16), state)
+    pacs.metadata_ttl = 0.0  # every answer stale at once
+    assert ids() == ["i1"] and inner.calls == 1  # nothing yet: the caller waits
+
+    inner.version, inner.entered = 2, threading.Event()
+    inner.gate.clear()  # the PACS slow to answer
+    assert ids() == ["i1"]  # at once, while the refresh waits for the PACS
+    assert inner.entered.wait(10)
+    assert ids() == ["i1"] and inner.calls == 2  # one refresh at a time
+    inner.gate.set()
+    wait_for(lambda: ids() == ["i2"], 10, "the refreshed listing")
+
+    wait_for(lambda: not pacs._refreshing, 10, "the refreshes to end")
+    inner.gone = True
+    assert ids() == ["i2"]  # the last answer, once more
+    wait_for(lambda: not pacs._refreshing, 10, "the refresh to end")
+    with pytest.raises(NotFound):
+        ids()
