@@ -41,17 +41,24 @@ animation frames (``PerformanceObserver`` type ``long-animation-frame``).
    (``/rendered?format=png``), ``--baseline-steps`` each, from the call to the
    paint: the restyle promise, then the ``load`` of the SVG ``<image>`` when its
    ``href`` changed, then the next frame as above.
-3. **Jump**: ``--jumps`` fresh pages of the ``big`` series (browser cache
-   cleared: the browser has nothing, the server everything), first image
-   painted, then ``#image-goto`` k + Enter; ms from the Enter's keydown to
-   image k painted and to ``state().loaded`` holding k + 1 and k - 1 (polled
-   every 4 ms in the page), and when the request carrying k (the viewer's
-   batch of k - 1..k + 1, else k's own) was sent and answered (Resource
-   Timing). ``settled`` (``--jump-after``): the same once the
-   fresh page's preload is over (``settle``: the images nearest image 1 held,
-   nothing in flight for 2 s), to images beyond those it holds: a jump that
-   meets neither Dash's start nor the preload, as when a reader has looked at
-   the first image a while.
+3. **Jump**: ``--jumps`` fresh pages of the ``big`` series, then k typed
+   into ``#image-goto`` and Enter; ms from the Enter's keydown to image k
+   painted and to ``state().loaded`` holding k + 1 and k - 1 (polled every
+   4 ms in the page), and when the request carrying k (the viewer's batch of
+   k - 1..k + 1, else k's own) was sent and answered (Resource Timing).
+   When (``--jump-after``): ``painted``, right after the first image is
+   painted (the browser's cache, IndexedDB and HTTP, emptied before each
+   page: the browser has nothing, the server everything); ``settled``, the
+   same once the page's preload is over (``settle``: the images nearest
+   image 1 held, nothing in flight for 2 s), to images beyond those it
+   holds: a jump that meets neither Dash's start nor the preload, as when a
+   reader has looked at the first image a while; ``cached``, settled with
+   the far half of the series in the browser's cache (IndexedDB, as the
+   study page's loading leaves it) but not in memory. How (``--typing``):
+   ``apart``, the digits, then the Enter once the page has had two frames
+   (a person's pause between the last digit and the Enter gives it more);
+   ``together``, digits and Enter in one burst (the page handles the digits'
+   input events after the Enter's keydown).
 4. **Cine** on the ``wheel`` series (all loaded): ``#cine-fps`` 30 and 60,
    ``#cine-play`` for ``--cine-seconds``; images painted per second from the
    viewer's cine records, and the page's animation frames per second.
@@ -230,6 +237,17 @@ const start = performance.now(), out = {shown: null, next: null, prev: null};
   }
   if (now - start > ms) { out.timeout = true; out.state = s; return done(out); }
   setTimeout(check, 4);
+})();
+"""
+
+# the go-to box shows `text` and the page has had two frames since (what a
+# person's pause between the last digit and the Enter gives it)
+TYPED = r"""
+const [text] = arguments, done = arguments[arguments.length - 1];
+const box = document.getElementById('image-goto');
+(function check() {
+  if (box.value !== text) return setTimeout(check, 4);
+  requestAnimationFrame(() => requestAnimationFrame(() => setTimeout(() => done(true), 0)));
 })();
 """
 
@@ -887,32 +905,54 @@ def jump_targets(total: int, count: int) -> list[int]:
 
 
 def part_jumps(
-    driver, args, base, study_uid, series_uid, urls, settled: bool = False
+    driver, args, base, study_uid, series_uid, urls, after: str, typing: str
 ) -> list[dict]:
-    """Jumps on fresh pages; ``settled``: once the page's preload is over (the
-    images nearest image 1 held, nothing in flight), to images beyond those."""
+    """Jumps on fresh pages (module docstring, part 3). ``after``: painted,
+    settled or cached; ``typing``: apart (the digits, then the Enter once the
+    page has had two frames) or together (digits and Enter in one burst)."""
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
 
     out = []
-    deadline = time.monotonic() + args.part_timeout * (4 if settled else 1)
+    deadline = time.monotonic() + args.part_timeout * (1 if after == "painted" else 4)
     targets = jump_targets(len(urls), args.jumps)
+    if after == "cached":  # the far images into the browser's cache first
+        empty_browser_cache(driver, base)
+        driver.get(f"{base}/viewer/{study_uid}/{series_uid}?image={len(urls)}")
+        until(driver, "s.shown === s.n", 30, "the last image painted")
+        settle(driver, args.part_timeout)
+        wait_for(
+            lambda: driver.execute_script(CACHED, urls[len(urls) // 2 :]),
+            args.part_timeout,
+            0.25,
+            "the far half in the browser's cache",
+        )
     for n, k in enumerate(targets):
         if time.monotonic() > deadline:
             print("  jumps: part timeout", flush=True)
             break
+        if after != "cached":  # nothing of the series in the browser
+            empty_browser_cache(driver, base)
         open_viewer(driver, base, study_uid, series_uid, fresh=True)
-        if settled:
+        if after != "painted":
             settle(driver, args.part_timeout)
             held = state(driver)["loaded"]
             lo = max(held, default=0) + NEIGHBOURS_HELD + 10  # none of k +- 1 held
             if lo >= len(urls) - 1:
                 raise RuntimeError("the series is held whole: no far image to jump to")
             k = far_targets(lo, len(urls) - 1, len(targets))[n]
+        if after == "cached":
+            assert driver.execute_script(CACHED, urls[k - 2 : k + 1]), k
         before = state(driver)
         driver.execute_script("window.__bench.enter = null;")
         t0 = now_ms(driver)
-        driver.find_element(By.ID, "image-goto").send_keys(str(k), Keys.ENTER)
+        box = driver.find_element(By.ID, "image-goto")
+        if typing == "apart":
+            box.send_keys(str(k))
+            driver.execute_async_script(TYPED, str(k))
+            box.send_keys(Keys.ENTER)
+        else:
+            box.send_keys(str(k), Keys.ENTER)
         rec = driver.execute_async_script(WAIT_JUMP, k, 10000)
         paths = [urls[i - 1] for i in (k - 1, k, k + 1) if 1 <= i <= len(urls)]
         res = driver.execute_script(RESOURCES, paths, t0)
@@ -958,6 +998,18 @@ def part_jumps(
         )
     driver.get("about:blank")
     return out
+
+
+CACHED = "return arguments[0].every(u => window.imageCache.has(u))"
+
+
+def empty_browser_cache(driver, base: str) -> None:
+    """No page open: IndexedDB of the app's origin deleted, HTTP cache emptied."""
+    driver.get("about:blank")
+    driver.execute_cdp_cmd(
+        "Storage.clearDataForOrigin", {"origin": base, "storageTypes": "indexeddb"}
+    )
+    driver.execute_cdp_cmd("Network.clearBrowserCache", {})
 
 
 def fmt(v) -> str:
@@ -1048,6 +1100,13 @@ def main(argv: list[str] | None = None) -> int:
         default="painted,settled",
         help="when the jumps come: painted (right after the fresh page's first "
         "image), settled (after its preload): painted,settled",
+    )
+    parser.add_argument(
+        "--typing",
+        default="apart",
+        help="how #image-goto is typed: apart (the digits, then the Enter once "
+        "the page has had two frames, as a person types), together (digits and "
+        "Enter in one burst): apart,together",
     )
     parser.add_argument(
         "--server",
@@ -1187,17 +1246,21 @@ def main(argv: list[str] | None = None) -> int:
         for mode in modes if "jump" not in args.skip else []:
             set_mode(driver, base, mode)
             for after in args.jump_after.split(","):
-                label = mode if after == "painted" else f"{mode}, {after}"
-                jumps[label] = part_jumps(
-                    driver,
-                    args,
-                    base,
-                    study.study_uid,
-                    big.series_uid,
-                    urls[big.series_uid],
-                    settled=after == "settled",
-                )
-                loads.append(f"after the jumps ({label}) {load_note()}")
+                for typing in args.typing.split(","):
+                    label = f"{mode}, {after}" + (
+                        ", digits and Enter at once" if typing == "together" else ""
+                    )
+                    jumps[label] = part_jumps(
+                        driver,
+                        args,
+                        base,
+                        study.study_uid,
+                        big.series_uid,
+                        urls[big.series_uid],
+                        after,
+                        typing,
+                    )
+                    loads.append(f"after the jumps ({label}) {load_note()}")
         bulk: list[dict] = []
         for _ in range(args.runs if "bulk" not in args.skip else 0):
             for mode in modes:
@@ -1441,8 +1504,7 @@ def report_jumps(jumps, big, mode) -> None:
         print()
         print(
             f"## 3. After a jump with #image-goto (ms from the Enter; fresh page, "
-            f"{big.image_count}-image series held by the server only; requests "
-            f"in the {mode})"
+            f"{big.image_count}-image series; requests in the {mode})"
         )
         print(table(["figure", "jumps", "median", "p95"], rows))
         print()
