@@ -13,8 +13,9 @@ more waits before it decodes (and before each image of a batch), at most
 CPU (two cores here, the decoding holding the GIL) then goes to what the
 reader looks at: a background request already decoding finishes its image, the
 ones behind it wait. Requests without the header (other API clients) neither
-wait nor hold others back. Per process: with several gunicorn workers each
-keeps its own turns, which is what shares its CPU.
+wait nor hold others back. Per process: with several gunicorn workers, a
+request waits only for the urgent ones of its own worker (those it shares a
+GIL with).
 """
 
 from __future__ import annotations

@@ -1034,6 +1034,7 @@ def part_memory(driver, args, base, study_uid, series_uid) -> dict:
     driver.execute_script("window.viewerPerf = [];")
     t0 = now_ms(driver)
     driver.find_element(By.ID, "cine-play").click()
+    until(driver, "s.playing", 10, "cine playing")
     peak = dict(rss=0, uss=0, bytes=0, held=0)
     deadline = time.monotonic() + args.part_timeout
     t_cine = time.monotonic()
