@@ -311,11 +311,11 @@ class CachingPacs:
         last answer is returned at once and ``compute()`` runs again in a
         background thread (one per key and process), so that no request
         waits for the PACS's listing (~45 ms for a 500-image study through
-        Orthanc: one request every 30 s did, a jump's often); while the PACS does not
-        answer the last answer stands (up to ``STALE_FOR``), so progress and
-        pages of a study already open keep working through an outage. With no
-        answer yet, or once the PACS said the study is gone (NotFound), the
-        caller waits for ``compute()``.
+        Orthanc: one request every 30 s did, a jump's often). While the PACS
+        does not answer the last answer stands (up to ``STALE_FOR``), so
+        progress and pages of a study already open keep working through an
+        outage. With no answer yet, or once the PACS said the study is gone
+        (NotFound), the caller waits for ``compute()``.
 
         The answer lives in the shared state with its "fresh until" time also
         under a small key of its own; a process keeps a copy and uses it while

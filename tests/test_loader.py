@@ -652,7 +652,7 @@ def test_load011_first_render_parses_the_file_once(
         pacs.render_frame(images[1].instance_id, 16)
 
 
-def test_load011_a_stale_listing_is_answered_at_once_and_refreshed_behind(tmp_path):
+def test_load012_a_stale_listing_is_answered_at_once_and_refreshed_behind(tmp_path):
     """Past ``metadata_ttl`` a study's listing is answered from the last one
     at once while one background call asks the PACS again (no request waits
     for the PACS's listing); a study the PACS then says is gone is gone."""
