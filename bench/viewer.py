@@ -44,8 +44,10 @@ animation frames (``PerformanceObserver`` type ``long-animation-frame``).
 3. **Jump**: ``--jumps`` fresh pages of the ``big`` series, then k typed
    into ``#image-goto`` and Enter; ms from the Enter's keydown to image k
    painted and to ``state().loaded`` holding k + 1 and k - 1 (polled every
-   4 ms in the page), and when the request carrying k (the viewer's batch of
-   k - 1..k + 1, else k's own) was sent and answered (Resource Timing).
+   4 ms in the page, from before the Enter), the same from the last digit's
+   ``input`` event (the viewer asks for k +- 1 as k is typed), and when the
+   request carrying k (the viewer's batch of k - 1..k + 1, else k's own) was
+   sent and answered (Resource Timing).
    When (``--jump-after``): ``painted``, right after the first image is
    painted (the browser's cache, IndexedDB and HTTP, emptied before each
    page: the browser has nothing, the server everything); ``settled``, the
@@ -138,12 +140,16 @@ RECORDER = r"""
 (() => {
   if (window.__bench) return;
   performance.setResourceTimingBufferSize(10000);  // (250 by default)
-  const b = window.__bench = {wheel: 0, enter: null, keys: [], watchKeys: false, loaf: []};
+  const b = window.__bench = {wheel: 0, enter: null, typed: null, keys: [], watchKeys: false, loaf: []};
   window.addEventListener('wheel', () => { b.wheel += 1; }, {capture: true, passive: true});
+  // the go-to box's last input event (its last digit)
+  window.addEventListener('input', (e) => {
+    if (e.target && e.target.id === 'image-goto') b.typed = e.timeStamp;
+  }, true);
   window.addEventListener('keydown', (e) => {
     const t = e.target;
     if (e.key === 'Enter' && t && (t.id === 'image-goto' || t.id === 'wl-center')) {
-      b.enter = {id: t.id, ts: e.timeStamp};
+      b.enter = {id: t.id, ts: e.timeStamp, handled: performance.now()};
     }
     if (b.watchKeys && /^[0-5]$/.test(e.key)) b.keys.push({key: e.key, event: e.timeStamp});
   }, true);
@@ -213,11 +219,14 @@ let seen = -1, since = performance.now();
 })();
 """
 
-# after a goto: times (ms after the Enter) of image k painted, k-1 / k+1 loaded
-WAIT_JUMP = r"""
-const [k, ms] = arguments, done = arguments[arguments.length - 1];
+# after a goto: times (ms after the Enter) of image k painted, k-1 / k+1
+# loaded, polled from before the Enter (JUMP_ARM, then JUMP_WAIT: a poll
+# started once WebDriver has sent the Enter would count its round trip)
+JUMP_ARM = r"""
+const [k, ms] = arguments;
 const b = window.__bench, v = window.dash_clientside.viewer;
 const start = performance.now(), out = {shown: null, next: null, prev: null};
+b.jump = null;
 (function check() {
   const s = v.state(), now = performance.now();
   if (b.enter && s) {
@@ -232,12 +241,19 @@ const start = performance.now(), out = {shown: null, next: null, prev: null};
     }
     if (out.next !== null && out.prev !== null && out.shown > 0) {
       out.enter = b.enter.ts;
-      return done(out);
+      out.handled = b.enter.handled - b.enter.ts;
+      out.typed = b.typed === null ? null : b.enter.ts - b.typed;
+      b.jump = out;
+      return;
     }
   }
-  if (now - start > ms) { out.timeout = true; out.state = s; return done(out); }
+  if (now - start > ms) { out.timeout = true; out.state = s; b.jump = out; return; }
   setTimeout(check, 4);
 })();
+"""
+JUMP_WAIT = r"""
+const done = arguments[arguments.length - 1], b = window.__bench;
+(function check() { if (b.jump) return done(b.jump); setTimeout(check, 20); })();
 """
 
 # the go-to box shows `text` and the page has had two frames since (what a
@@ -944,16 +960,17 @@ def part_jumps(
         if after == "cached":
             assert driver.execute_script(CACHED, urls[k - 2 : k + 1]), k
         before = state(driver)
-        driver.execute_script("window.__bench.enter = null;")
+        driver.execute_script("window.__bench.enter = window.__bench.typed = null;")
         t0 = now_ms(driver)
         box = driver.find_element(By.ID, "image-goto")
+        driver.execute_script(JUMP_ARM, k, 10000 + 5000)
         if typing == "apart":
             box.send_keys(str(k))
             driver.execute_async_script(TYPED, str(k))
             box.send_keys(Keys.ENTER)
         else:
             box.send_keys(str(k), Keys.ENTER)
-        rec = driver.execute_async_script(WAIT_JUMP, k, 10000)
+        rec = driver.execute_async_script(JUMP_WAIT)
         paths = [urls[i - 1] for i in (k - 1, k, k + 1) if 1 <= i <= len(urls)]
         res = driver.execute_script(RESOURCES, paths, t0)
         enter = rec.get("enter") or t0
@@ -1471,6 +1488,9 @@ def report_jumps(jumps, big, mode) -> None:
             return [j[key] for j in done if j.get(key) is not None]
 
         both = [max(j["next"], j["prev"]) for j in done]
+        # from the last digit typed: the page asks for k +- 1 from there on
+        typed = [b + j["typed"] for b, j in zip(both, done) if j.get("typed") is not None]
+        gaps = [j["typed"] for j in done if j.get("typed") is not None]
 
         def res(label, part):
             return [
@@ -1484,6 +1504,8 @@ def report_jumps(jumps, big, mode) -> None:
             ["k + 1 loaded (decoded, held)", len(col("next")), *ms(col("next"))],
             ["k - 1 loaded", len(col("prev")), *ms(col("prev"))],
             ["**k - 1 and k + 1 loaded**", len(both), *ms(both)],
+            ["(the last digit to the Enter)", len(gaps), *ms(gaps)],
+            ["k - 1 and k + 1 loaded, from the last digit", len(typed), *ms(typed)],
             # (one request for k - 1..k + 1 when the viewer asked a batch)
             ["request for k sent", len(res("k", "sent")), *ms(res("k", "sent"))],
             [
@@ -1526,7 +1548,8 @@ def report_jumps(jumps, big, mode) -> None:
                         {
                             k: (round(v, 1) if isinstance(v, float) else v)
                             for k, v in j.items()
-                            if k in ("k", "shown", "next", "prev", "timeout", "stuck")
+                            if k
+                            in ("k", "shown", "next", "prev", "typed", "timeout", "stuck")
                         }
                         for j in jumps
                     ]
