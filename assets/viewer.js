@@ -17,7 +17,8 @@
  * viewer's page arrives, with the same code, and the viewer adopts it
  * (paintEarly).
  *
- * Loading: the image shown first, then +-3 neighbours, then the rest nearest
+ * Loading: the image shown first, then +-3 neighbours (the image the go-to
+ * box names, as it is typed, and its neighbours next), then the rest nearest
  * first in the direction of travel, at most MAX_IN_FLIGHT requests asked of
  * the page's queue (assets/imagequeue.js) at once (nothing else of the server
  * until the image shown and its neighbours are here, then MAX_BEHIND); a
@@ -107,8 +108,8 @@
       settleTimer: null, // the push once the wheel, keys or swipe pause
       pushDue: 0, // a push held back by a jump goes by then (performance.now())
       pushTimer: null,
-      afterJump: [], // what waits for that push (the go-to box's cleaning)
       noBatch: false, // a jump's batch failed: single images from now on
+      typed: -1, // index of the image the go-to box names (asked for before the Enter)
       echoes: new Map(), // slider value -> when we pushed it (not yet echoed)
       infoShown: false,
       urlTimer: null,
@@ -188,10 +189,11 @@
    * set here and the preload follows each frame, but Dash (React's render of
    * the counter and slider, 8-20 ms, and the loader's focus callback) waits
    * until they pause for SETTLE_MS: after each step it could sit where the
-   * next step's event lands. After a jump,
+   * next step's event lands; so after the go-to box's Enter (the next key
+   * or wheel comes soon). After a jump,
    * Dash waits until the image shown and its neighbours are here (at most
    * HOLD_DASH ms): it would take the page's main thread while their answers
-   * wait for it (as would the go-to box's cleaning, V.afterJump). */
+   * wait for it. */
   function afterPaint(stepping) {
     var id = V.id;
     if (stepping) {
@@ -232,9 +234,6 @@
     }
     clearTimeout(V.pushTimer);
     V.pushDue = 0;
-    V.afterJump.splice(0).forEach(function (fn) {
-      fn();
-    });
     var n = V.n;
     setProps("image-counter", { children: n + " / " + V.total });
     if (V.sliderAt !== n) {
@@ -271,7 +270,7 @@
   // -- loading -----------------------------------------------------------------
 
   /* Whether the image shown or a neighbour is still to come (a jump);
-   * list: wanted(), when the caller has it already. */
+   * list: the images to look at (the first URGENT of it), wanted() if none. */
   function awaiting(list) {
     return (list || wanted())
       .slice(0, URGENT)
@@ -281,7 +280,10 @@
   }
 
   /* Indexes to hold in memory, best first: the current image, its neighbours,
-   * then nearest first, ahead before behind, as far as the budget goes. */
+   * the image the go-to box names and its neighbours (V.typed: asked for
+   * while the user types, before the Enter), then nearest first, ahead
+   * before behind, as far as the budget goes. list.early: how many come
+   * before the preload (URGENT, plus the go-to box's). */
   function wanted() {
     var here = V.n - 1,
       dir = V.direction,
@@ -294,6 +296,20 @@
       if (ahead >= 0 && ahead < V.total) out.push(ahead);
       if (behind >= 0 && behind < V.total && out.length < room) out.push(behind);
     }
+    var first = out.slice(0, URGENT),
+      typed = [];
+    if (V.typed >= 0) {
+      typed = [V.typed, V.typed + 1, V.typed - 1].filter(function (index) {
+        return index >= 0 && index < V.total && first.indexOf(index) < 0;
+      });
+    }
+    out = first.concat(
+      typed,
+      out.slice(URGENT).filter(function (index) {
+        return typed.indexOf(index) < 0;
+      })
+    );
+    out.early = first.length + typed.length;
     return out;
   }
 
@@ -321,28 +337,35 @@
     // server (CPU-bound: two cores serve two at a time) has at most
     // MAX_BEHIND requests of the old place ahead of the new ones, not five.
     // Reads of the browser's cache reach no server: they do not count there.
-    var urgentMissing = awaiting(list);
+    // The same for the image the go-to box names and its neighbours, once
+    // the image shown and its neighbours are here (V.typed).
+    var early = list.early,
+      near = early - URGENT + 2 * NEIGHBOURS, // the last neighbour's rank
+      urgentMissing = awaiting(list),
+      typedMissing = awaiting(list.slice(URGENT, early)),
+      hurry = urgentMissing || typedMissing,
+      first = urgentMissing ? URGENT : early; // what may be asked for now
     var behind = 0;
     V.inflight.forEach(function (ctl, index) {
       var r = rank.get(index);
-      if (r < URGENT || ctl.fromCache) return;
-      if (urgentMissing && r > 2 * NEIGHBOURS) {
+      if (r < early || ctl.fromCache) return;
+      if (hurry && r > near) {
         ctl.abort();
         V.inflight.delete(index);
       } else behind++;
     });
-    if (urgentMissing) askTogether(list.slice(0, URGENT));
+    askTogether(list.slice(urgentMissing ? 0 : URGENT, first));
     for (var i = 0; i < list.length; i++) {
       var index = list[i];
       if (V.images.has(index) || V.inflight.has(index)) continue;
       if (V.failed.has(index)) continue;
-      if (i >= URGENT && urgentMissing) continue;
-      if (i >= URGENT && !inBrowserCache(index)) {
+      if (i >= first && hurry) continue;
+      if (i >= early && !inBrowserCache(index)) {
         if (behind >= MAX_BEHIND) continue;
         behind++;
       }
       if (V.inflight.size >= MAX_IN_FLIGHT) {
-        if (i > NEIGHBOURS * 2) break;
+        if (i > near) break;
         // a wanted image waits for a slot: the least wanted request yields
         var worst = -1,
           worstRank = i;
@@ -1146,6 +1169,7 @@
           return "No image " + value + ": 1–" + V.total;
         }
         setProps("image-goto", { invalid: false, value: null });
+        V.typed = -1; // (the box is emptied)
         go(n);
         V.viewport.focus({ preventScroll: true });
         return "";
@@ -1311,31 +1335,51 @@
     if (handled) event.preventDefault();
   });
 
-  /* Enter in the go-to box: a valid image number moves at once, and Dash
-   * (whose input commits on keyup and runs the goto callback) does not hear
-   * of it: the box is emptied and the keys go back to the viewport once the
-   * image and its neighbours are here (pushPosition), so no React render
-   * takes the main thread meanwhile. Anything else, or the first valid
-   * number after a refused one (its message to clear), goes through the goto
-   * callback, which checks and says. */
-  var gotoKeyup = null; // the box whose Enter's keyup Dash must not see
+  /* Enter in the go-to box: a valid image number moves at once, the box is
+   * emptied and the keys go back to the viewport (the Enter's keyup lands
+   * there), and Dash (whose input commits on the Enter's keyup and on blur,
+   * and runs the goto callback) does not hear of it: no React render takes
+   * the main thread meanwhile; the counter and slider follow as after a
+   * step (afterPaint). Anything else, or the first valid number after a
+   * refused one (its message to clear), goes through the goto callback,
+   * which checks and says. */
+  var gotoBlur = null; // the box whose focusout Dash must not see
   function gotoAtOnce(box) {
     var n = Number(box.value);
     if (!Number.isInteger(n) || n < 1 || n > V.total || box.classList.contains("is-invalid")) return;
-    gotoKeyup = box;
-    V.afterJump.push(function () {
-      box.value = "";
-      if (document.activeElement === box) V.viewport.focus({ preventScroll: true });
-    });
-    go(n);
-    afterPaint(); // (go does nothing for the image shown)
+    gotoBlur = box;
+    box.value = "";
+    V.typed = -1;
+    try {
+      V.viewport.focus({ preventScroll: true });
+    } finally {
+      gotoBlur = null;
+    }
+    go(n, undefined, false, true);
   }
+
+  /* Typing in the go-to box: the image it names, and its neighbours, are
+   * asked for at once (wanted, schedule), so that they are here or on their
+   * way by the Enter (a person's pause before it is a hundred milliseconds
+   * or more; a batch takes a few tens). A number the next digit changes is
+   * no longer wanted: its request is cancelled. */
   document.addEventListener(
-    "keyup",
+    "input",
     function (event) {
-      if (event.key !== "Enter" || event.target !== gotoKeyup) return;
-      gotoKeyup = null;
-      event.stopPropagation(); // before React's listener on Dash's root
+      var box = event.target;
+      if (!alive() || !box || box.id !== "image-goto") return;
+      var n = Number(box.value),
+        typed = Number.isInteger(n) && n >= 1 && n <= V.total ? n - 1 : -1;
+      if (typed === V.typed) return;
+      V.typed = typed;
+      schedule();
+    },
+    true
+  );
+  document.addEventListener(
+    "focusout",
+    function (event) {
+      if (event.target === gotoBlur) event.stopPropagation(); // before React's listener on Dash's root
     },
     true
   );

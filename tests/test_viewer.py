@@ -688,22 +688,22 @@ def test_view016_the_counter_and_slider_follow_a_fast_wheel(dash_br, live_app, t
     assert dash_br.get_logs() == []
 
 
-# The first change of the image counter: its text, the images held then, and
-# ms since the last Enter.
-COUNTER_WATCH = r"""
-window.__counter = null;
+# Dash's first render of the position (the slider's handle): the value, the
+# images held then, and ms since the last Enter.
+SLIDER_WATCH = r"""
+window.__slider = null;
 document.addEventListener('keydown', (e) => {
   if (e.key === 'Enter') window.__enter = performance.now();
 }, true);
 new MutationObserver(() => {
-  if (window.__counter) return;
-  window.__counter = {
-    text: document.getElementById('image-counter').textContent,
+  if (window.__slider) return;
+  window.__slider = {
+    value: document.querySelector('#viewer-slider [role=slider]').getAttribute('aria-valuenow'),
     loaded: window.dash_clientside.viewer.state().loaded,
     after: performance.now() - window.__enter,
   };
-}).observe(document.getElementById('image-counter'),
-           {childList: true, subtree: true, characterData: true});
+}).observe(document.getElementById('viewer-slider'),
+           {attributes: true, subtree: true, attributeFilter: ['aria-valuenow']});
 """
 
 
@@ -725,17 +725,19 @@ def test_view017_after_a_jump_the_image_and_its_neighbours_go_first(
     )
     dash_br.driver.get(f"{live_app}/viewer/{study.study_uid}/{series.series_uid}")
     until(dash_br, "s.shown === s.n", what="the first image drawn")
-    dash_br.driver.execute_script(COUNTER_WATCH)
+    dash_br.driver.execute_script(SLIDER_WATCH)
     dash_br.find_element("#image-goto").send_keys("90", Keys.ENTER)
-    until(dash_br, "s.shown === 90 && [89, 91].every(i => s.loaded.includes(i))")
-    # Dash heard of the jump (the counter) once the three were held (or
-    # HOLD_DASH, 300 ms, after the Enter), the box emptied, keys to the viewer
-    dash_br.wait_for_text_to_equal("#image-counter", f"90 / {series.image_count}")
-    seen = dash_br.driver.execute_script("return window.__counter")
-    assert seen["text"] == f"90 / {series.image_count}"
-    assert {89, 90, 91} <= set(seen["loaded"]) or seen["after"] >= 290, seen
-    until(dash_br, "document.activeElement.id === 'viewer-viewport'")
+    # the box emptied and the keys back on the viewer at once (no Dash render)
     assert dash_br.find_element("#image-goto").get_attribute("value") == ""
+    until(dash_br, "document.activeElement.id === 'viewer-viewport'")
+    until(dash_br, "s.shown === 90 && [89, 91].every(i => s.loaded.includes(i))")
+    dash_br.wait_for_text_to_equal("#image-counter", f"90 / {series.image_count}")
+    # Dash heard of the jump (the slider) once the three were held (or
+    # HOLD_DASH, 300 ms, after the Enter), not before SETTLE_MS (150 ms)
+    until(dash_br, "window.__slider !== null", what="the slider moved")
+    seen = dash_br.driver.execute_script("return window.__slider")
+    assert seen["value"] == "90" and seen["after"] >= 150, seen
+    assert {89, 90, 91} <= set(seen["loaded"]) or seen["after"] >= 290, seen
     until(dash_br, "s.loaded.length >= 100", what="the preload going on")
     requests = frame_requests(dash_br)
     spans = [(number[p], a, b) for p, a, b in images_asked(requests, paths)]
@@ -745,13 +747,67 @@ def test_view017_after_a_jump_the_image_and_its_neighbours_go_first(
     asked, answered = min(s[1] for s in urgent), max(s[2] for s in urgent)
     # nothing else asked from the jump until the three are here
     assert not [s for s in spans if s not in urgent and asked <= s[1] < answered]
-    # the preload (before and after the jump; not the opening's 1, 2 and 3):
+    # the preload (before and after the jump; not the opening's 1, 2 and 3,
+    # nor a batch: the go-to box's "9" may have asked for 8-10 together):
     # at most 2 in flight at once
-    others = [s for s in spans if s[0] not in (1, 2, 3, 89, 90, 91)]
+    singles = [(number[u], a, b) for u, a, b in requests if "?" not in u]
+    others = [s for s in singles if s[0] not in (1, 2, 3, 89, 90, 91)]
     assert len(spans) > 10 and 1 <= peak_in_flight(others) <= 2
     batch = [url for url, _, _ in requests if url.endswith("?start=88&count=3")]
     assert len(batch) == 1 and image_requests.priority[batch[0]] == "u=0"
     # (the six nearest image 1 are its neighbours: u=1)
     far = [u for u, _, _ in requests if "?" not in u and 7 < number[u] < 87]
     assert far and {image_requests.priority[url] for url in far} == {"u=5"}
+    assert dash_br.get_logs() == []
+
+
+def test_view019_the_goto_box_asks_for_the_typed_image_before_the_enter(
+    dash_br, live_app, corpus, orthanc_pacs, image_requests
+):
+    """While a number is typed in the go-to box, the image it names and its
+    neighbours are asked for (one batch, Priority u=0) and held, the viewer
+    staying where it is; the Enter shows it without asking again. A number
+    changed or deleted before the Enter is no longer wanted: its images go
+    (beyond the memory budget's reach) and the new number's come."""
+    study = corpus.demo
+    series = study.series[2]  # CT thorax 1 mm, 120 images
+    paths, number = series_paths(orthanc_pacs, study, series)
+    open_series(dash_br, live_app, study.study_uid, series.series_uid)
+    held = state(dash_br)
+    frame = held["bytes"] // len(held["loaded"])  # (256 x 256 here)
+    dash_br.driver.execute_script(
+        "window.dash_clientside.viewer.setMemoryBudget(arguments[0])", 12 * frame
+    )
+    until(dash_br, "s.inFlight === 0 && s.loaded.length === 12", what="12 images held")
+    box = dash_br.find_element("#image-goto")
+    box.send_keys("60")
+    until(dash_br, "[59, 60, 61].every(i => s.loaded.includes(i))", what="59-61 held")
+    assert (state(dash_br)["n"], state(dash_br)["shown"]) == (1, 1)
+    assert dash_br.find_element("#image-counter").text == f"1 / {series.image_count}"
+
+    def asked(n):
+        return [url for url, _, _ in frame_requests(dash_br)
+                if number.get(url) == n or url.endswith(f"?start={n - 2}&count=3")]
+
+    (batch,) = asked(60)
+    assert image_requests.priority[batch] == "u=0"
+    box.send_keys(Keys.ENTER)
+    dash_br.wait_for_text_to_equal("#image-counter", f"60 / {series.image_count}")
+    until(dash_br, "s.shown === 60")
+    assert asked(60) == [batch]  # nothing asked again
+    assert not asked(59) and not asked(61)
+    # a number changed before the Enter: 9 (8-10 come), then 90 (8-10 go)
+    box.send_keys("9")
+    until(dash_br, "[8, 9, 10].every(i => s.loaded.includes(i))", what="8-10 held")
+    box.send_keys("0")
+    until(
+        dash_br,
+        "[89, 90, 91].every(i => s.loaded.includes(i))"
+        " && ![8, 9, 10].some(i => s.loaded.includes(i))",
+        what="89-91 held, 8-10 dropped",
+    )
+    # and deleted: 89-91 go, the viewer still at 60
+    box.send_keys(Keys.BACKSPACE, Keys.BACKSPACE)
+    until(dash_br, "![89, 90, 91].some(i => s.loaded.includes(i))", what="89-91 dropped")
+    assert state(dash_br)["n"] == 60
     assert dash_br.get_logs() == []
