@@ -1480,6 +1480,9 @@ def report(args, machine, loads, setup_s, study, results) -> None:
         report_bulk(results["bulk"], big)
 
 
+RAW_JUMP_KEYS = ("k", "shown", "next", "prev", "typed", "timeout", "stuck")
+
+
 def report_jumps(jumps, big, mode) -> None:
     if jumps:
         done = [j for j in jumps if not j.get("timeout")]
@@ -1489,8 +1492,9 @@ def report_jumps(jumps, big, mode) -> None:
 
         both = [max(j["next"], j["prev"]) for j in done]
         # from the last digit typed: the page asks for k +- 1 from there on
-        typed = [b + j["typed"] for b, j in zip(both, done) if j.get("typed") is not None]
-        gaps = [j["typed"] for j in done if j.get("typed") is not None]
+        gaps = [j.get("typed") for j in done]
+        typed = [b + g for b, g in zip(both, gaps, strict=True) if g is not None]
+        gaps = [g for g in gaps if g is not None]
 
         def res(label, part):
             return [
@@ -1548,8 +1552,7 @@ def report_jumps(jumps, big, mode) -> None:
                         {
                             k: (round(v, 1) if isinstance(v, float) else v)
                             for k, v in j.items()
-                            if k
-                            in ("k", "shown", "next", "prev", "typed", "timeout", "stuck")
+                            if k in RAW_JUMP_KEYS
                         }
                         for j in jumps
                     ]

@@ -786,8 +786,11 @@ def test_view019_the_goto_box_asks_for_the_typed_image_before_the_enter(
     assert dash_br.find_element("#image-counter").text == f"1 / {series.image_count}"
 
     def asked(n):
-        return [url for url, _, _ in frame_requests(dash_br)
-                if number.get(url) == n or url.endswith(f"?start={n - 2}&count=3")]
+        return [
+            url
+            for url, _, _ in frame_requests(dash_br)
+            if number.get(url) == n or url.endswith(f"?start={n - 2}&count=3")
+        ]
 
     (batch,) = asked(60)
     assert image_requests.priority[batch] == "u=0"
@@ -808,6 +811,8 @@ def test_view019_the_goto_box_asks_for_the_typed_image_before_the_enter(
     )
     # and deleted: 89-91 go, the viewer still at 60
     box.send_keys(Keys.BACKSPACE, Keys.BACKSPACE)
-    until(dash_br, "![89, 90, 91].some(i => s.loaded.includes(i))", what="89-91 dropped")
+    until(
+        dash_br, "![89, 90, 91].some(i => s.loaded.includes(i))", what="89-91 dropped"
+    )
     assert state(dash_br)["n"] == 60
     assert dash_br.get_logs() == []
