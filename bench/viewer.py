@@ -149,7 +149,7 @@ RECORDER = r"""
   window.addEventListener('keydown', (e) => {
     const t = e.target;
     if (e.key === 'Enter' && t && (t.id === 'image-goto' || t.id === 'wl-center')) {
-      b.enter = {id: t.id, ts: e.timeStamp, handled: performance.now()};
+      b.enter = {id: t.id, ts: e.timeStamp};
     }
     if (b.watchKeys && /^[0-5]$/.test(e.key)) b.keys.push({key: e.key, event: e.timeStamp});
   }, true);
@@ -241,7 +241,6 @@ b.jump = null;
     }
     if (out.next !== null && out.prev !== null && out.shown > 0) {
       out.enter = b.enter.ts;
-      out.handled = b.enter.handled - b.enter.ts;
       out.typed = b.typed === null ? null : b.enter.ts - b.typed;
       b.jump = out;
       return;
@@ -963,7 +962,7 @@ def part_jumps(
         driver.execute_script("window.__bench.enter = window.__bench.typed = null;")
         t0 = now_ms(driver)
         box = driver.find_element(By.ID, "image-goto")
-        driver.execute_script(JUMP_ARM, k, 10000 + 5000)
+        driver.execute_script(JUMP_ARM, k, 15000)
         if typing == "apart":
             box.send_keys(str(k))
             driver.execute_async_script(TYPED, str(k))
